@@ -1,0 +1,38 @@
+"""Shared fixtures. Everything runs offline on the tiny SD3 built by `lpd.tiny`."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import pytest  # noqa: E402
+
+from lpd.core import repo_root  # noqa: E402
+from lpd.tiny import save_tiny  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs real weights or a GPU; run with RUN_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: set RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    "A tiny SD3 folder (diffusers layout) with a random decomposer in decomposer/."
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def long_prompts():
+    import json
+
+    lines = (repo_root() / "data" / "prompts" / "long_prompts.jsonl").read_text().splitlines()
+    return {row["id"]: row["prompt"] for row in map(json.loads, lines)}

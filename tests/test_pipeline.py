@@ -1,0 +1,132 @@
+"""Cross-module contracts of the pipeline on the tiny SD3: the composition invariant, batches, CFG, save/load."""
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusion3Pipeline
+
+from lpd.decomposer import PromptDecomposer
+from lpd.pipeline import PromptDecomposePipeline
+from lpd.tiny import tiny_components, tiny_decomposer
+
+PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background, the left one small"]
+KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
+
+
+def gen(seed=0):
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def identical_decomposer(num_components=4, num_tokens=16):
+    "A decomposer whose K query sets are equal, so its K components carry the same tokens."
+    dec = tiny_decomposer(num_components=num_components, num_tokens=num_tokens)
+    with torch.no_grad():
+        q = dec.queries.view(num_components, num_tokens, -1)
+        q[:] = q[0].clone()
+    return dec
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    components = tiny_components()
+    ours = PromptDecomposePipeline(**components, decomposer=identical_decomposer())
+    stock = StableDiffusion3Pipeline(**components)
+    for p in (ours, stock):
+        p.set_progress_bar_config(disable=True)
+    return ours, stock
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.5])
+@pytest.mark.parametrize("num_images_per_prompt", [1, 2])
+def test_identical_components_reproduce_plain_sd3(pipes, guidance_scale, num_images_per_prompt):
+    "K identical sub-prompts: the composite is the stock SD3 pipeline on [CLIP ; tokens], batch 2, CFG on and off."
+    ours, stock = pipes
+    cfg = guidance_scale > 1
+    enc, neg = ours.encode(PROMPTS, "", cfg, num_images_per_prompt, KW["max_sequence_length"])
+    parts = ours.sub_prompt_embeds(enc)
+    assert torch.equal(parts[0], parts[3])  # the premise: every component carries the same tokens
+    stock_kw = dict(prompt_embeds=parts[0], pooled_prompt_embeds=enc.pooled_embeds)
+    if cfg:
+        stock_kw.update(negative_prompt_embeds=ours.sub_prompt_embeds(neg)[0],
+                        negative_pooled_prompt_embeds=neg.pooled_embeds)
+    ref = stock(**stock_kw, guidance_scale=guidance_scale, generator=gen(), output_type="latent",
+                num_inference_steps=3, height=64, width=64).images
+    got = ours(PROMPTS, num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
+               generator=gen(), output_type="latent", **KW).images
+    assert got.shape == (2 * num_images_per_prompt, 4, 16, 16)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_invariant_fails_for_different_components(pipes):
+    "The invariant is not vacuous: a decomposer with distinct components does not reproduce one of them."
+    ours, stock = pipes
+    distinct = PromptDecomposePipeline(**{k: v for k, v in ours.components.items() if k != "decomposer"},
+                                       decomposer=tiny_decomposer())
+    distinct.set_progress_bar_config(disable=True)
+    enc, neg = distinct.encode(PROMPTS, "", True, 1, KW["max_sequence_length"])
+    ref = stock(prompt_embeds=distinct.sub_prompt_embeds(enc)[0], pooled_prompt_embeds=enc.pooled_embeds,
+                negative_prompt_embeds=distinct.sub_prompt_embeds(neg)[0],
+                negative_pooled_prompt_embeds=neg.pooled_embeds, guidance_scale=4.5, generator=gen(),
+                output_type="latent", num_inference_steps=3, height=64, width=64).images
+    got = distinct(PROMPTS, guidance_scale=4.5, generator=gen(), output_type="latent", **KW).images
+    assert (got - ref).abs().max() > 1e-4
+
+
+def test_output_types_and_generators(pipes):
+    ours, _ = pipes
+    np_out = ours(PROMPTS, guidance_scale=4.5, generator=[gen(1), gen(2)], output_type="np", **KW).images
+    assert np_out.shape == (2, 64, 64, 3) and np_out.dtype == np.float32
+    pt_out = ours(PROMPTS, guidance_scale=4.5, generator=[gen(1), gen(2)], output_type="pt", **KW).images
+    assert pt_out.shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(pt_out.permute(0, 2, 3, 1).numpy(), np_out, atol=1e-6)
+    pil = ours(PROMPTS[0], guidance_scale=4.5, generator=gen(1), **KW).images
+    assert len(pil) == 1 and pil[0].size == (64, 64)
+    # per-row generators: row 0 of the batch equals a single run with the same generator
+    single = ours(PROMPTS[0], guidance_scale=4.5, generator=[gen(1)], output_type="np", **KW).images
+    np.testing.assert_allclose(single[0], np_out[0], atol=1e-5)
+
+
+def test_stored_slice():
+    "Regression: a fixed seed gives the same pixels (diffusers' fast-test style, atol 1e-3)."
+    pipe = PromptDecomposePipeline(**tiny_components(), decomposer=tiny_decomposer())
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(PROMPTS[0], guidance_scale=4.5, generator=gen(), output_type="np", **KW).images
+    expected = np.array(EXPECTED_SLICE, dtype=np.float32)
+    np.testing.assert_allclose(image[0, -3:, -3:, -1].flatten(), expected, atol=1e-3)
+
+
+EXPECTED_SLICE = [0.4919, 0.4692, 0.4973, 0.4764, 0.4729, 0.4774, 0.4498, 0.4729, 0.4383]  # torch 2.13 CPU
+
+
+def test_decompose_components_match_single_component_runs(pipes):
+    ours, _ = pipes
+    pipe = PromptDecomposePipeline(**{k: v for k, v in ours.components.items() if k != "decomposer"},
+                                   decomposer=tiny_decomposer())
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe.decompose(PROMPTS, guidance_scale=4.5, generator=gen(), output_type="latent", **KW)
+    assert out.composite.shape == (2, 4, 16, 16) and len(out.components) == 4
+    for k in (0, 3):
+        alone = pipe(PROMPTS, components=[k], guidance_scale=4.5, generator=gen(), output_type="latent", **KW).images
+        torch.testing.assert_close(out.components[k], alone, atol=1e-5, rtol=1e-5)
+    # the composite is the mean of the components' predictions, not of their images: it differs from each
+    assert all((out.composite - c).abs().max() > 1e-5 for c in out.components)
+
+
+def test_pipeline_roundtrip_and_stock_folder(tiny_dir, tmp_path):
+    "A stock SD3 folder + a decomposer loads; save_pretrained/from_pretrained round-trip the whole pipeline."
+    dec = PromptDecomposer.from_pretrained(tiny_dir / "decomposer")
+    pipe = PromptDecomposePipeline.from_pretrained(tiny_dir, decomposer=dec)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "saved")
+    back = PromptDecomposePipeline.from_pretrained(tmp_path / "saved")
+    assert isinstance(back.decomposer, PromptDecomposer)
+    back.set_progress_bar_config(disable=True)
+    a = pipe(PROMPTS[0], generator=gen(), output_type="latent", **KW).images
+    b = back(PROMPTS[0], generator=gen(), output_type="latent", **KW).images
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert (tmp_path / "saved" / "decomposer" / "model.safetensors").is_file()
+
+
+def test_missing_decomposer_is_a_clear_error(tiny_dir):
+    pipe = PromptDecomposePipeline(**tiny_components())
+    with pytest.raises(ValueError, match="no decomposer"):
+        pipe("x", **KW)
