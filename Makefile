@@ -1,0 +1,41 @@
+# lpd: two commands. `make demo` creates .venv and renders a long prompt on the embedded default model;
+# `make test` runs every check CI runs. Everything else is a building block of those two.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build (on this machine's disk). On a CUDA machine: make env TORCH_SPEC="torch>=2.4,<2.14"
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+DEMO_DIR ?= reports/demo
+
+.PHONY: env demo test check-sync readme clean-env
+env: $(VENV)/.installed
+
+$(VENV)/.installed: settings.ini setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "lpd (.venv)" >/dev/null
+	touch $@
+
+demo: env
+	$(BIN)/lpd-infer --prompt_file data/prompts/long_prompts.jsonl --prompt_id city_festival \
+	  --output_dir $(DEMO_DIR) --save_decompose --contact_sheet --seed 0
+	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
+
+test: env check-sync
+	cd nbs && ../$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest -q tests
+
+# notebooks clean and lpd/ + README.md in sync with them: nbdev_clean, nbdev_export and the README
+# export must change nothing (the nbdev CI action's checks)
+check-sync: env
+	bash .ci/check_sync.sh $(BIN)
+
+readme: env
+	$(BIN)/python .ci/readme.py
+
+clean-env:
+	rm -rf $(VENV)
