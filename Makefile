@@ -1,5 +1,5 @@
 # lpd: two commands. `make demo` creates .venv and renders a long prompt on the embedded default model;
-# `make test` runs every check CI runs. Everything else is a building block of those two.
+# `make test` runs every check CI runs (sync, ruff, nbdev_test, pytest). Everything else is a building block of those two.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,6 +26,7 @@ demo: env
 	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
 
 test: env check-sync
+	$(BIN)/ruff check lpd tests .ci
 	cd nbs && ../$(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q tests
 

@@ -130,3 +130,24 @@ def test_missing_decomposer_is_a_clear_error(tiny_dir):
     pipe = PromptDecomposePipeline(**tiny_components())
     with pytest.raises(ValueError, match="no decomposer"):
         pipe("x", **KW)
+
+
+def test_precomputed_encodings_need_no_text_encoders(pipes, tmp_path):
+    "Encoding is separable: cached encodings render on a pipeline loaded without CLIP/T5, identically."
+    ours, _ = pipes
+    enc, neg = ours.encode(PROMPTS, "", True, 1, KW["max_sequence_length"])
+    enc.save(tmp_path / "enc.safetensors")
+    neg.save(tmp_path / "neg.safetensors")
+    no_text = dict.fromkeys(["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",
+                             "tokenizer_3"])
+    bare = PromptDecomposePipeline(**{**ours.components, **no_text})
+    bare.set_progress_bar_config(disable=True)
+    from lpd.text import PromptEncoding
+
+    got = bare(prompt_encoding=PromptEncoding.load(tmp_path / "enc.safetensors"),
+               negative_prompt_encoding=PromptEncoding.load(tmp_path / "neg.safetensors"), guidance_scale=4.5,
+               generator=gen(), output_type="latent", **KW).images
+    ref = ours(PROMPTS, guidance_scale=4.5, generator=gen(), output_type="latent", **KW).images
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)  # saved tensors are contiguous: other kernels
+    with pytest.raises(ValueError, match="needs a negative_prompt_encoding"):
+        bare(prompt_encoding=enc, guidance_scale=4.5, **KW)
