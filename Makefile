@@ -26,7 +26,7 @@ demo: env
 	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
 
 test: env check-sync
-	$(BIN)/ruff check lpd tests .ci
+	$(BIN)/ruff check nbs tests .ci
 	cd nbs && ../$(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q tests
 
