@@ -1,0 +1,225 @@
+"""lpd.train on the tiny SD3 and the fixture set: learning, frozen parts, checkpoints, resume, tracking, bad input."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from lpd.core import repo_root
+from lpd.data import LongCaptionDataset, collate_captions, load_caption_rows
+from lpd.decomposer import PromptDecomposer
+from lpd.infer import main as infer_main
+from lpd.tiny import tiny_decomposer
+from lpd.train import heldout_loss, load_frozen, main, parse_args, training_loss
+
+FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
+TINY = ["--dataset_name", str(FIXTURE), "--image_root", str(FIXTURE), "--no_streaming", "--source_filter", "fixture",
+        "--resolution", "64", "--center_crop", "--train_batch_size", "4", "--num_tokens", "16", "--decomposer_heads",
+        "4", "--decomposer_layers", "2", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", "--report_to", "none",
+        "--seed", "0", "--validation_steps", "0", "--validation_inference_steps", "2", "--component_dropout", "0.1"]
+
+
+def run_args(tiny_dir, out, steps, *extra):
+    "The tiny training flags for a run of `steps` steps into `out` (no checkpoint unless `extra` asks)."
+    return TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps",
+                   str(steps), "--checkpointing_steps", "100", *extra]
+
+
+def heldout_batch():
+    "The two `source = other` rows of the fixture set: never trained on (the runs filter `fixture`)."
+    rows = load_caption_rows(str(FIXTURE), streaming=False)
+    ds = LongCaptionDataset(rows, image_root=FIXTURE, resolution=64, center_crop=True, source_filter="other",
+                            shuffle=False)
+    return collate_captions(list(ds))
+
+
+def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
+    init = tmp_path / "init"
+    tiny_decomposer(seed=0).save_pretrained(init)
+    args = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--ckpt", str(init), "--output_dir",
+                   str(tmp_path / "run"), "--max_train_steps", "30", "--checkpointing_steps", "100"]
+    cfg = parse_args(args)
+    frozen = load_frozen(cfg, Accelerator(cpu=True))
+    batch = heldout_batch()
+    assert len(batch["captions"]) == 2
+    before = heldout_loss(frozen, PromptDecomposer.from_pretrained(init), batch, cfg)
+    assert main(args) == 0
+    after = heldout_loss(frozen, PromptDecomposer.from_pretrained(tmp_path / "run"), batch, cfg)
+    print(f"\nheld-out composite flow-matching loss (2 unseen fixture images, 8 fixed draws): "
+          f"before {before:.4f} -> after 30 steps {after:.4f} ({100 * (after - before) / before:+.1f}%)")
+    assert after < before
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 31)) and {"loss", "diff", "lr"} <= set(log[0])
+
+
+def test_only_the_decomposer_learns(tiny_dir):
+    "Transformer, VAE and the three text encoders get no gradient and do not change; the decomposer does."
+    cfg = parse_args(TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", "unused"])
+    frozen = load_frozen(cfg, Accelerator(cpu=True))
+    parts = {n: getattr(frozen.pipe, n) for n in ("transformer", "vae", "text_encoder", "text_encoder_2",
+                                                   "text_encoder_3")}
+    before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in parts.items()}
+    dec = tiny_decomposer()
+    opt = torch.optim.AdamW(dec.parameters(), lr=1e-2)
+    batch = heldout_batch()
+    for _ in range(2):
+        training_loss(frozen, dec, batch, cfg, batch["captions"])["loss"].backward()
+        opt.step()
+    for name, module in parts.items():
+        assert all(p.grad is None and not p.requires_grad for p in module.parameters()), name
+        assert all(torch.equal(v, before[name][k]) for k, v in module.state_dict().items()), name
+    assert all(p.grad is not None for p in dec.parameters())
+
+
+@pytest.mark.parametrize("precondition", [0, 2, 3])
+def test_loss_variants_run(precondition, tiny_dir, tmp_path):
+    args = run_args(tiny_dir, tmp_path, 2, "--precondition_outputs", str(precondition),
+                    "--gradient_accumulation_steps", "2")
+    assert main(args) == 0
+    last = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1])
+    assert ("kd" in last) == (precondition >= 2) and ("diff" in last) == (precondition != 2)
+
+
+def run_cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "lpd.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_killed_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny_dir):
+    "SIGKILL while checkpoint-4 is being written: resume picks checkpoint-2 and the run ends at step 6."
+    out = tmp_path / "run"
+    args = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps",
+                   "6", "--checkpointing_steps", "2"]
+    # the first run is slowed inside the save (after the accelerate state, before the rename) so the kill lands there
+    slow = ("import sys, time, lpd.decomposer as d; f = d.PromptDecomposer.save_pretrained\n"
+            "def slow(self, *a, **k):\n    f(self, *a, **k)\n    time.sleep(30 if '.tmp' in str(a[0]) and "
+            "'checkpoint-4' in str(a[0]) else 0)\nd.PromptDecomposer.save_pretrained = slow\n"
+            "from lpd.train import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", slow, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (out / ".checkpoint-4.tmp" / "model.safetensors").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
+    resumed = run_cli(args + ["--resume_from_checkpoint", "latest"])
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert "resumed from" in stderr and "checkpoint-2" in stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["global_step"] == 6
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert not list(out.glob(".checkpoint-*"))
+    state = json.loads((out / "checkpoint-6" / "train_state.json").read_text())
+    assert state["global_step"] == 6
+    # the checkpoint and the final weights load with lpd-infer
+    for ckpt in (out / "checkpoint-4", out / "model.safetensors", out):
+        extra = ["--num_tokens", "16", "--decomposer_heads", "4", "--decomposer_layers", "2"]
+        assert infer_main(["--pretrained_model_name_or_path", str(tiny_dir), "--decomposer_ckpt", str(ckpt),
+                           "--prompt", "a red circle", "--output_dir", str(tmp_path / "img"),
+                           "--num_inference_steps", "2", "--save_decompose", *extra]) == 0
+        assert (tmp_path / "img" / "component_3.png").exists()
+
+
+def test_resume_continues_the_same_run(tmp_path, tiny_dir):
+    "6 steps in one go and 4 + resume to 6 give the same weights (data position, RNG and optimizer restored)."
+    common = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--checkpointing_steps", "4",
+                     "--component_dropout", "0"]
+    assert main(common + ["--output_dir", str(tmp_path / "a"), "--max_train_steps", "6"]) == 0
+    assert main(common + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "4"]) == 0
+    assert main(common + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "6",
+                          "--resume_from_checkpoint", "latest"]) == 0
+    a = PromptDecomposer.from_pretrained(tmp_path / "a").state_dict()
+    b = PromptDecomposer.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_offline_wandb_run_holds_scalars_and_validation_images(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = run_args(tiny_dir, tmp_path, 2, "--report_to", "wandb", "--validation_steps", "2",
+                    "--validation_prompt", "a red circle above a blue square", "--wandb_run_name", "tiny-test")
+    assert main(args) == 0
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    data = (runs[0] / next(p.name for p in runs[0].iterdir() if p.suffix == ".wandb")).read_bytes()
+    assert b"loss" in data and b"lr" in data
+    media = list(runs[0].rglob("*.png"))
+    assert len(media) == 5, media  # composite + 4 components
+    assert len(list((tmp_path / "validation" / "step-000002").glob("*.png"))) == 5
+
+
+def test_tensorboard_tracker(tmp_path, tiny_dir):
+    args = run_args(tiny_dir, tmp_path, 2, "--report_to", "tensorboard", "--validation_steps", "2")
+    assert main(args) == 0
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, tiny_dir):
+    rows = [json.loads(line) for line in (FIXTURE / "captions.jsonl").read_text().splitlines()][:8]
+    rows[1]["path"] = "images/does-not-exist.png"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.png").write_bytes(b"\x89PNG broken")
+    rows[2]["path"] = str(tmp_path / "images" / "broken.png")
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = list(TINY)
+    args[args.index("--dataset_name") + 1] = str(tmp_path / "rows.jsonl")
+    args += ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "run"),
+             "--max_train_steps", "2", "--checkpointing_steps", "100", "--train_batch_size", "6"]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_skipped_images"] == 2
+
+
+BAD = {
+    "missing image_root": (["--image_root", "/nonexistent/images"], "--image_root /nonexistent/images is not a dir"),
+    "no image_root": (["--image_root", None], "--image_root is required"),
+    "filter leaves no rows": (["--source_filter", "coco"], "no training rows left after --source_filter 'coco'"),
+    "bad report_to": (["--report_to", "mlflow"], "--report_to must be"),
+    "bad precondition": (["--precondition_outputs", "5"], "--precondition_outputs must be 0, 1, 2 or 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_a_clear_error(case, tmp_path, tiny_dir, capsys):
+    changes, expected = BAD[case]
+    args = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path),
+                   "--max_train_steps", "1"]
+    flag, value = changes
+    if flag in args:
+        i = args.index(flag)
+        args = args[:i] + args[i + 2:]
+    args += [flag, value] if value is not None else []
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lpd-train: error: ") and expected in err[-1], err
+
+
+def test_all_images_missing_is_a_clear_error(tmp_path, tiny_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    args = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "run"),
+                   "--max_train_steps", "1"]
+    args[args.index("--image_root") + 1] = str(tmp_path / "empty")
+    assert main(args) == 2
+    assert "all 24 images under --image_root" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dir, monkeypatch, capsys):
+    import lpd.train as train
+
+    real, calls = train.training_loss, []
+
+    def poisoned(*a, **k):
+        calls.append(1)
+        out = real(*a, **k)
+        return out if len(calls) < 4 else {**out, "loss": out["loss"] * float("nan")}
+
+    monkeypatch.setattr(train, "training_loss", poisoned)
+    args = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path),
+                   "--max_train_steps", "6", "--checkpointing_steps", "2"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "loss is not finite at step 4" in err and "checkpoint-2" in err
+    assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "model.safetensors").exists()
