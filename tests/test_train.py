@@ -251,3 +251,13 @@ def test_shipped_profiles_parse(profile):
         assert (cfg.gradient_accumulation_steps, cfg.learning_rate, cfg.mixed_precision) == (8, 1e-5, "bf16")
     else:
         assert (cfg.streaming, cfg.source_filter, cfg.resolution) == (False, "fixture", 64)
+
+
+def test_streaming_with_workers_mixed_precision_and_gradient_checkpointing(tmp_path, tiny_dir):
+    args = run_args(tiny_dir, tmp_path, 2, "--dataloader_num_workers", "2", "--mixed_precision", "bf16",
+                    "--gradient_checkpointing", "--lr_scheduler", "cosine", "--lr_warmup_steps", "1")
+    args.remove("--no_streaming")
+    assert main(args) == 0
+    assert json.loads((tmp_path / "train_config.json").read_text())["streaming"] is True
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
