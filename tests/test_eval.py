@@ -48,3 +48,24 @@ def test_bad_input(tmp_path, capsys):
     assert "exactly one of --prompts and --shapes_eval" in capsys.readouterr().err
     assert main(["--prompts", str(tmp_path / "missing.jsonl"), "--output_dir", str(tmp_path)]) == 2
     assert "prompt file not found" in capsys.readouterr().err
+
+
+def test_shapes_dataset_trains_unchanged(tmp_path, tiny_dir):
+    "lpd-shapes writes LongAlign-schema rows that lpd.train consumes as they are; eval rows keep out of training."
+    from lpd.shapes import main as shapes_main
+    from lpd.train import main as train_main
+
+    data = tmp_path / "shapes"
+    assert shapes_main([str(data), "--num_scenes", "8", "--resolution", "64", "--holdout", "circle:red"]) == 0
+    assert shapes_main([str(data), "--num_scenes", "4", "--split", "eval", "--resolution", "64"]) == 0
+    rows = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["train"] * 8 + ["eval"] * 4
+    assert [r["source"] for r in rows] == ["shapes"] * 8 + ["shapes_eval"] * 4  # --source_filter shapes: train only
+    assert not any('"shape": "circle", "colour": "red"' in r["scene"] for r in rows[:8])
+    args = ["--pretrained_model_name_or_path", str(tiny_dir), "--dataset_name", str(data / "captions.jsonl"),
+            "--image_root", str(data), "--no_streaming", "--source_filter", "shapes", "--resolution", "64",
+            "--train_batch_size", "4", "--num_tokens", "16", "--decomposer_heads", "4", "--decomposer_layers", "2",
+            "--report_to", "none", "--max_train_steps", "2", "--output_dir", str(tmp_path / "run"),
+            "--validation_steps", "0", "--checkpointing_steps", "100"]
+    assert train_main(args) == 0
+    assert shapes_main([str(data), "--num_scenes", "1", "--holdout", "star:red"]) == 2
