@@ -1,0 +1,92 @@
+"""The papermill templates of nbs/experiments run end to end on the tiny SD3 and fill their run folders; the
+report's HTML page renders in headless Chromium with every image loaded."""
+import dataclasses
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import papermill
+import pytest
+
+from lpd.core import repo_root
+from lpd.runs import run_template
+from lpd.train import TrainConfig
+
+TEMPLATES = repo_root() / "nbs" / "experiments"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    "train -> eval (with the trained decomposer) -> report over both, each into its own run folder."
+    root = tmp_path_factory.mktemp("runs")
+    train = run_template("train", root / "train", {"max_train_steps": 4, "seed": 1})
+    evaluation = run_template("eval", root / "eval", {"decomposer_ckpt": str(train / "model"), "shapes_eval": 4})
+    report = run_template("report", root / "report", {"run_dirs": [str(train), str(evaluation)]})
+    return {"train": train, "eval": evaluation, "report": report}
+
+
+def test_parameters_are_config_fields():
+    "papermill --help-notebook names: the train template's parameters are TrainConfig fields (plus run folder knobs)."
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    params = papermill.inspect_notebook(str(TEMPLATES / "train.ipynb"))
+    assert set(params) - fields == {"run_dir", "sample_inference_steps"}
+    assert all(p["help"] for p in params.values())  # every parameter documents itself
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "report"])
+def test_run_folder(runs, name):
+    run = runs[name]
+    assert {f"{name}.ipynb", "params.json", "env.json", "metrics.json", "samples"} <= {p.name for p in run.iterdir()}
+    params = json.loads((run / "params.json").read_text())
+    env = json.loads((run / "env.json").read_text())
+    assert params["run_dir"] == str(run) and env["packages"]["torch"] and "device" in env
+    metrics = json.loads((run / "metrics.json").read_text())
+    expected = {"train": {"global_step", "final_loss", "first_loss", "last_loss", "num_skipped_images"},
+                "eval": {"overall", "by_num_objects", "by_t5_tokens", "num_judged"},
+                "report": {"num_runs", "pages"}}[name]
+    assert expected <= set(metrics), metrics.keys()
+    if name == "train":
+        assert params["max_train_steps"] == 4 and params["learning_rate"] == 1e-3  # resolved values, not overrides
+        assert metrics["global_step"] == 4
+        assert len(list((run / "samples").glob("validation_k*.png"))) == 4
+    if name == "eval":
+        assert metrics["num_judged"] == 4 and len(list((run / "samples").glob("*_decomposition.json"))) == 2
+
+
+def image_widths(page, tmp_path):
+    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-image-widths="([^"]*)"', out.stdout)
+    assert found, out.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_report_pages_render_in_chromium(runs, tmp_path):
+    pages = json.loads((runs["report"] / "metrics.json").read_text())["pages"]
+    assert [p.rsplit("/", 1)[-1] for p in pages] == ["index.html", "train.html", "eval.html"]
+    from pathlib import Path
+
+    train_page, eval_page = Path(pages[1]), Path(pages[2])
+    widths = image_widths(train_page, tmp_path)
+    assert len(widths) == 4 and all(w > 0 for w in widths)  # loss, sheet, attention, similarity
+    widths = image_widths(eval_page, tmp_path)
+    assert len(widths) == 1 + 3 * 2 and all(w > 0 for w in widths)  # bins plot + 3 figures x 2 prompts
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,2000",
+                    f"--screenshot={shot}", train_page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("params", ["tiny", "sd35_medium_minimal"])
+def test_params_files_name_template_parameters(params):
+    import yaml
+
+    values = yaml.safe_load((TEMPLATES / "params" / f"{params}.yaml").read_text())
+    assert set(values) <= set(papermill.inspect_notebook(str(TEMPLATES / "train.ipynb")))
