@@ -8,7 +8,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import pytest  # noqa: E402
 
 from lpd.core import repo_root  # noqa: E402
-from lpd.tiny import save_tiny  # noqa: E402
+from lpd.tiny import save_tiny, tiny_decomposer  # noqa: E402
 
 
 def pytest_configure(config):
@@ -36,3 +36,14 @@ def long_prompts():
 
     lines = (repo_root() / "data" / "prompts" / "long_prompts.jsonl").read_text().splitlines()
     return {row["id"]: row["prompt"] for row in map(json.loads, lines)}
+
+
+def identical_decomposer(num_components=4, num_tokens=16):
+    "A tiny decomposer whose K query sets are equal, so its K components carry the same tokens."
+    import torch
+
+    dec = tiny_decomposer(num_components=num_components, num_tokens=num_tokens)
+    with torch.no_grad():
+        q = dec.queries.view(num_components, num_tokens, -1)
+        q[:] = q[0].clone()
+    return dec

@@ -10,6 +10,8 @@ from lpd.pipeline import PromptDecomposePipeline
 from lpd.text import PromptEncoding
 from lpd.tiny import tiny_components, tiny_decomposer
 
+from conftest import identical_decomposer
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background"]
 KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
@@ -17,11 +19,7 @@ KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
 
 def cuda_pipes(dtype=torch.bfloat16):
     components = tiny_components()
-    dec = tiny_decomposer()
-    with torch.no_grad():
-        q = dec.queries.view(4, 16, -1)
-        q[:] = q[0].clone()
-    ours = PromptDecomposePipeline(**components, decomposer=dec).to("cuda", dtype)
+    ours = PromptDecomposePipeline(**components, decomposer=identical_decomposer()).to("cuda", dtype)
     stock = StableDiffusion3Pipeline(**components).to("cuda", dtype)
     for p in (ours, stock):
         p.set_progress_bar_config(disable=True)

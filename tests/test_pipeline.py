@@ -8,21 +8,14 @@ from lpd.decomposer import PromptDecomposer
 from lpd.pipeline import PromptDecomposePipeline
 from lpd.tiny import tiny_components, tiny_decomposer
 
+from conftest import identical_decomposer
+
 PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background, the left one small"]
 KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
 
 
 def gen(seed=0):
     return torch.Generator("cpu").manual_seed(seed)
-
-
-def identical_decomposer(num_components=4, num_tokens=16):
-    "A decomposer whose K query sets are equal, so its K components carry the same tokens."
-    dec = tiny_decomposer(num_components=num_components, num_tokens=num_tokens)
-    with torch.no_grad():
-        q = dec.queries.view(num_components, num_tokens, -1)
-        q[:] = q[0].clone()
-    return dec
 
 
 @pytest.fixture(scope="module")

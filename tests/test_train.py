@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from lpd.core import repo_root
-from lpd.data import LongCaptionDataset, collate_captions, load_caption_rows
+from lpd.data import fixture_heldout_batch
 from lpd.decomposer import PromptDecomposer
 from lpd.infer import main as infer_main
 from lpd.tiny import tiny_decomposer
@@ -30,14 +30,6 @@ def run_args(tiny_dir, out, steps, *extra):
                    str(steps), "--checkpointing_steps", "100", *extra]
 
 
-def heldout_batch():
-    "The two `source = other` rows of the fixture set: never trained on (the runs filter `fixture`)."
-    rows = load_caption_rows(str(FIXTURE), streaming=False)
-    ds = LongCaptionDataset(rows, image_root=FIXTURE, resolution=64, center_crop=True, source_filter="other",
-                            shuffle=False)
-    return collate_captions(list(ds))
-
-
 def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
     init = tmp_path / "init"
     tiny_decomposer(seed=0).save_pretrained(init)
@@ -45,7 +37,7 @@ def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
                    str(tmp_path / "run"), "--max_train_steps", "30", "--checkpointing_steps", "100"]
     cfg = parse_args(args)
     frozen = load_frozen(cfg, Accelerator(cpu=True))
-    batch = heldout_batch()
+    batch = fixture_heldout_batch()
     assert len(batch["captions"]) == 2
     before = heldout_loss(frozen, PromptDecomposer.from_pretrained(init), batch, cfg)
     assert main(args) == 0
@@ -66,7 +58,7 @@ def test_only_the_decomposer_learns(tiny_dir):
     before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in parts.items()}
     dec = tiny_decomposer()
     opt = torch.optim.AdamW(dec.parameters(), lr=1e-2)
-    batch = heldout_batch()
+    batch = fixture_heldout_batch()
     for _ in range(2):
         training_loss(frozen, dec, batch, cfg, batch["captions"])["loss"].backward()
         opt.step()

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from lpd.core import repo_root
-from lpd.data import LongCaptionDataset, collate_captions, load_caption_rows
+from lpd.data import fixture_heldout_batch
 from lpd.decomposer import PromptDecomposer
 from lpd.train import heldout_loss, load_frozen, parse_args
 
@@ -31,12 +30,9 @@ def main(out: Path) -> dict:
     gap_2gpu = np.abs(means["2gpu_s0"] - means["1gpu_s0"])
     gap_seed = np.abs(means["1gpu_s1"] - means["1gpu_s0"])
     # 3. held-out loss of each final decomposer (the 2 `other` rows of the fixture set, fixed noise)
-    fixture = repo_root() / "data" / "fixtures" / "longalign"
-    cfg = parse_args(["--resolution", "64", "--output_dir", str(out), "--image_root", str(fixture)])
+    cfg = parse_args(["--resolution", "64", "--output_dir", str(out)])
     frozen = load_frozen(cfg, Accelerator())
-    ds = LongCaptionDataset(load_caption_rows(str(fixture), streaming=False), image_root=fixture, resolution=64,
-                            center_crop=True, source_filter="other", shuffle=False)
-    batch = collate_captions(list(ds))
+    batch = fixture_heldout_batch(64)
     batch["pixel_values"] = batch["pixel_values"].to(frozen.pipe.device)
     heldout = {n: heldout_loss(frozen, PromptDecomposer.from_pretrained(out / n).to(frozen.pipe.device), batch, cfg)
                for n in runs}
