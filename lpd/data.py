@@ -25,7 +25,7 @@ __all__ = ['FIXTURE_DIR', 'pick_caption', 'load_caption_rows', 'image_to_tensor'
 # %% ../nbs/06_data.ipynb #22d8a66e
 _CAPTION_FALLBACKS = ("caption", "captions", "text", "prompt")
 
-def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random | None = None) -> str:
+def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random | None = None) -> str | None:
     "The row's caption: `caption_column`, else the first of `captions`, `text`, `prompt`; a list gives a random one."
     for key in (caption_column, *_CAPTION_FALLBACKS):
         value = row.get(key)
@@ -35,7 +35,7 @@ def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random 
                 return (rng or random).choice(value)
         elif isinstance(value, str) and value.strip():
             return value
-    raise ValueError(f"row has no caption in {[caption_column, *_CAPTION_FALLBACKS]}: keys {sorted(row)}")
+    return None  # no usable caption: the dataset skips and counts the row
 
 # %% ../nbs/06_data.ipynb #c62a2a3e
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -85,7 +85,7 @@ def image_to_tensor(
 
 # %% ../nbs/06_data.ipynb #f58de928
 class LongCaptionDataset(torch.utils.data.IterableDataset):
-    "LongAlign-schema rows -> `{pixel_values, caption}`; rows with missing/unreadable images are skipped and counted."
+    "LongAlign-schema rows -> `{pixel_values, caption}`; rows without caption or readable image: skipped, counted."
 
     def __init__(
         self,
@@ -152,6 +152,10 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
             kept += 1  # shard the rows that pass the filter, so every shard gets the same number
             if kept % num_shards != shard:
                 continue
+            caption = pick_caption(row, self.caption_column, rng)
+            if caption is None:  # as the original: a row without a caption is skipped, never an abort
+                skipped += 1
+                continue
             try:
                 image = self._image(row)
             except (OSError, ValueError) as e:  # missing, truncated or not an image
@@ -160,7 +164,7 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
                 skipped += 1
                 continue
             pixels = image_to_tensor(image, self.resolution, self.center_crop, rng)
-            yield {"pixel_values": pixels, "caption": pick_caption(row, self.caption_column, rng), "skipped": skipped}
+            yield {"pixel_values": pixels, "caption": caption, "skipped": skipped}
             skipped = 0
         if skipped:  # skips after this worker's last sample still count
             yield {"pixel_values": None, "caption": None, "skipped": skipped}

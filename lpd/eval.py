@@ -18,7 +18,8 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
-from .infer import load_decomposer, model_facts
+from .decomposer import load_decomposer
+from .infer import model_facts
 from .judge import METRICS, aggregate, judge_row
 from .pipeline import PromptDecomposePipeline
 from .shapes import make_row, sample_scene, t5_counter
@@ -69,7 +70,7 @@ def load_pipeline(model: str, decomposer_ckpt: str | None, device: torch.device,
     if decomposer_ckpt is None:
         pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype)
     else:
-        decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"])
+        decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"], torch_dtype=dtype)
         pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -18,18 +18,15 @@ import PIL.ImageFont
 import torch
 
 from .core import resolve_device, resolve_dtype, running_as_script
-from .decomposer import PromptDecomposer
+from .decomposer import DECOMPOSER_FLAGS, load_decomposer
 from .pipeline import PromptDecomposePipeline
 from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['DECOMPOSER_FLAGS', 'build_parser', 'model_facts', 'load_decomposer', 'contact_sheet', 'run', 'main']
+__all__ = ['ORIGINAL_SIZE', 'build_parser', 'model_facts', 'contact_sheet', 'run', 'main']
 
 # %% ../nbs/05_infer.ipynb #9ec02fc5
-DECOMPOSER_FLAGS = {  # CLI flag -> PromptDecomposer config field
-    "num_components": "num_components", "num_tokens": "num_tokens", "decomposer_width": "width",
-    "decomposer_heads": "num_heads", "decomposer_layers": "num_layers",
-}
+ORIGINAL_SIZE = 512  # the original's --height/--width default
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2 (argparse would print the whole usage first)
@@ -47,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative_prompt", default="", help="negative prompt, through the same decomposer")
     p.add_argument("--output_dir", default="output/infer", help="where the PNGs are written")
     p.add_argument("--save_decompose", action="store_true", help="also render each component alone")
-    p.add_argument("--num_inference_steps", type=int, default=28)
+    p.add_argument("--num_inference_steps", type=int, default=20)
     p.add_argument("--guidance_scale", type=float, default=4.5, help="<= 1 disables classifier-free guidance")
     p.add_argument("--max_sequence_length", type=int, default=512, help="T5 tokens kept (at most 512)")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16; default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu; default: cuda when available")
-    p.add_argument("--height", type=int, default=None, help="default: the model's sample size")
-    p.add_argument("--width", type=int, default=None, help="default: the model's sample size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (a CPU generator)")
+    p.add_argument("--height", type=int, default=None, help="default: 512, or the model's native size if smaller")
+    p.add_argument("--width", type=int, default=None, help="default: 512, or the model's native size if smaller")
+    p.add_argument("--seed", type=int, default=42, help="seed of the starting noise (a CPU generator)")
     p.add_argument("--compose_filename", default="compose.png", help="file name of the composite")
     p.add_argument("--num_components", type=int, default=None, help="default: from the checkpoint config, else 4")
     p.add_argument("--num_tokens", type=int, default=None, help="default: from the checkpoint config, else 128")
@@ -114,27 +111,15 @@ def _check_args(args, facts: dict) -> None:
         if value is not None and (value < 1 or value % facts["multiple"]):
             raise ValueError(f"--{flag} {value} is not a positive multiple of {facts['multiple']} "
                              f"(VAE factor x patch size of this model)")
-    for flag in DECOMPOSER_FLAGS:
+    for flag in _decomposer_flags(args):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag} must be positive, got {value}")
 
 # %% ../nbs/05_infer.ipynb #d8c2f240
-def load_decomposer(ckpt: str | os.PathLike, text_dim: int, **flags) -> PromptDecomposer:
-    "Load a decomposer; explicit `flags` (CLI names, None = not given) must agree with a saved config."
-    given = {DECOMPOSER_FLAGS[k]: v for k, v in flags.items() if v is not None}
-    path = Path(ckpt)
-    has_config = (path / "config.json").is_file() if path.is_dir() else (path.parent / "config.json").is_file()
-    if not has_config:  # a bare .safetensors (the reference's format): flags or the defaults
-        given.setdefault("text_dim", text_dim)
-    try:
-        return PromptDecomposer.from_pretrained(path, **given)
-    except ValueError as e:
-        flag_names = {v: f"--{k}" for k, v in DECOMPOSER_FLAGS.items()}
-        message = str(e)
-        for field, flag in flag_names.items():
-            message = message.replace(f": {field}=", f": {field} ({flag})=", 1)
-        raise ValueError(message) from None
+def _decomposer_flags(args) -> dict:
+    "The decomposer flags of the command line (None = not given)."
+    return {flag: getattr(args, flag) for flag in DECOMPOSER_FLAGS if hasattr(args, flag)}
 
 # %% ../nbs/05_infer.ipynb #3ada4beb
 def contact_sheet(
@@ -174,15 +159,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     ckpt = args.decomposer_ckpt or Path(model) / "decomposer"
     if args.decomposer_ckpt is None and not Path(ckpt).exists():
         raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder")
-    # 2. Load the decomposer, then the pipeline once with it
-    decomposer = load_decomposer(ckpt, facts["text_dim"], **{k: getattr(args, k) for k in DECOMPOSER_FLAGS})
+    size = min(ORIGINAL_SIZE, facts["default_size"])
+    # 2. Load the decomposer, then the pipeline once with it, all in `dtype`
+    decomposer = load_decomposer(ckpt, facts["text_dim"], torch_dtype=dtype, **_decomposer_flags(args))
     try:
         pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
     pipe = pipe.to(device)
     # 3. Render: the composite, and each component from the same noise
-    call = dict(prompt=prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+    call = dict(prompt=prompt, negative_prompt=args.negative_prompt, height=args.height or size,
+                width=args.width or size,
                 num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                 max_sequence_length=args.max_sequence_length, generator=torch.Generator("cpu").manual_seed(args.seed))
     out_dir = Path(args.output_dir)

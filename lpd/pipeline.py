@@ -98,8 +98,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         "Raise `ValueError` naming the first bad argument."
         if self.decomposer is None:
             raise ValueError("no decomposer: pass decomposer=PromptDecomposer.from_pretrained(...) to from_pretrained")
-        if self.decomposer.config.text_dim != self.transformer.config.joint_attention_dim:
-            raise ValueError(f"decomposer text_dim {self.decomposer.config.text_dim} != transformer "
+        if self.decomposer.config.width != self.transformer.config.joint_attention_dim:
+            raise ValueError(f"decomposer width {self.decomposer.config.width} != transformer "
                              f"joint_attention_dim {self.transformer.config.joint_attention_dim}")
         if (prompt is None) == (prompt_encoding is None):
             raise ValueError("pass exactly one of `prompt` and `prompt_encoding`")
@@ -124,8 +124,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
     def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None) -> torch.Tensor:
         "Decompose and build each sub-prompt `[CLIP ; component]`: `(K, B, 77 + N, D)` in the transformer's dtype."
         dec = self.decomposer
-        mask = encoding.t5_mask if dec.config.use_attention_mask else None
-        parts = dec(encoding.t5_embeds.to(dec.device, dec.dtype), mask)  # K x (B, N, D)
+        parts = dec(encoding.t5_embeds.to(dec.device), encoding.t5_mask.to(dec.device))  # K x (B, N, D)
         if components is not None:
             parts = [parts[k] for k in components]
         return sub_prompts(parts, encoding.clip_embeds.to(self.transformer.dtype))  # (K, B, 77+N, D)

@@ -101,8 +101,7 @@ def save_decomposition(
         images[0].save(samples / f"{prompt_id}_k{k}.png")
     enc = pipe.encode(prompt, "", False, max_sequence_length=call.get("max_sequence_length", 512))[0]
     dec = pipe.decomposer
-    mask = enc.t5_mask if dec.config.use_attention_mask else None
-    t5 = enc.t5_embeds.to(dec.device, dec.dtype)
+    t5, mask = enc.t5_embeds.to(dec.device), enc.t5_mask.to(dec.device)  # the decomposer applies its mask setting
     att = dec.text_attention(t5, mask)[0].float().cpu().numpy()  # (K, T)
     words, scores = word_attention(pipe.tokenizer_3, prompt, att)
     parts = torch.stack([p[0].float().mean(0) for p in dec(t5, mask)])  # (K, D)

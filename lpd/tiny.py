@@ -167,7 +167,7 @@ def tiny_components(seed: int = 0) -> dict:
 def tiny_decomposer(seed: int = 0, **config) -> PromptDecomposer:
     "A random decomposer that fits the tiny SD3: 4 components x 16 tokens over the 128-wide T5."
     torch.manual_seed(seed)
-    defaults = dict(num_components=4, num_tokens=16, text_dim=TINY_T5_DIM, num_heads=4, num_layers=2)
+    defaults = dict(num_components=4, num_tokens=16, width=TINY_T5_DIM, num_heads=4, num_layers=2)
     return PromptDecomposer(**{**defaults, **config}).eval()
 
 def tiny_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:

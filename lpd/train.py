@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .core import logger, running_as_script, save_json
 from .data import LongCaptionDataset, collate_captions, load_caption_rows
-from .decomposer import PromptDecomposer
+from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
 from .pipeline import PromptDecomposePipeline, predict_components, sub_prompts
 from .text import encode_long_prompt
 from .tiny import ensure_tiny
@@ -72,7 +72,7 @@ class TrainConfig:
     # decomposer
     num_components: int = _f(4, "K: sub-prompts")
     num_tokens: int = _f(128, "N: tokens per sub-prompt")
-    decomposer_width: int | None = _f(None, "internal width; default: the T5 width")
+    decomposer_width: int | None = _f(None, "the T5 width of the model (the default); no other value works")
     decomposer_heads: int = _f(32, "attention heads")
     decomposer_layers: int = _f(6, "Perceiver blocks")
     decomposer_attention_mask: bool = _f(False, "mask T5 padding in the decomposer (the method does not)")
@@ -94,6 +94,8 @@ class TrainConfig:
     max_train_samples: int | None = _f(None, "use only the first N rows")
     resolution: int = _f(512, "training resolution (square)")
     center_crop: bool = _f(False, "center crop instead of a random crop")
+    shuffle: bool = _f(True, "seeded shuffle of the rows each epoch (--no_shuffle: stream order, as the original)",
+                       negative="no_shuffle")
     dataloader_num_workers: int = _f(0, "dataloader worker processes")
     # optimisation
     output_dir: str = _f("controlnet-model", "checkpoints, final model.safetensors, logs (the reference's default)")
@@ -261,7 +263,7 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(frozen.weight_dtype),
                                        return_dict=False)[0]
-    parts = decomposer(enc.t5_embeds, enc.t5_mask if cfg.decomposer_attention_mask else None)  # K x (B, N, D)
+    parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
     embeds = sub_prompts(parts, enc.clip_embeds.to(frozen.weight_dtype))[None]  # (1, K, B, S, D)
     pooled = enc.pooled_embeds.to(frozen.weight_dtype)[None]  # (1, B, P)
     pred = predict_components(pipe.transformer, noisy, timesteps, embeds, pooled).mean(dim=(0, 1))  # composite
@@ -277,13 +279,11 @@ def heldout_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, repe
 
 # %% ../nbs/07_train.ipynb #2ee5abe7
 def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
-    "A new decomposer from the flags, or the one in `--ckpt` (its config must agree with explicit flags)."
-    hyper = dict(num_components=cfg.num_components, num_tokens=cfg.num_tokens, width=cfg.decomposer_width,
-                 num_heads=cfg.decomposer_heads, num_layers=cfg.decomposer_layers, text_dim=text_dim,
-                 use_attention_mask=cfg.decomposer_attention_mask)
+    "A new decomposer from the flags, or the one in `--ckpt` (lpd's or the original's; it must agree with the flags)."
+    flags = {flag: getattr(cfg, flag) for flag in DECOMPOSER_FLAGS}
     if cfg.ckpt:
-        return PromptDecomposer.from_pretrained(cfg.ckpt, **{k: v for k, v in hyper.items() if v is not None})
-    return PromptDecomposer(**hyper)
+        return load_decomposer(cfg.ckpt, text_dim, **flags)
+    return PromptDecomposer(**decomposer_kwargs(text_dim, **flags))
 
 def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
     "Load SD3 once; freeze transformer, VAE and text encoders in the mixed-precision dtype."
@@ -321,7 +321,8 @@ def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
         rows, image_root=cfg.image_root, resolution=cfg.resolution, center_crop=cfg.center_crop,
         source_filter=cfg.source_filter, caption_column=cfg.caption_column, path_column=cfg.path_column,
         source_column=cfg.source_column, image_column=cfg.image_column, skip_missing_images=cfg.skip_missing_images,
-        seed=cfg.seed or 0, process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+        shuffle=cfg.shuffle, seed=cfg.seed or 0, process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes)
     # its own generator: creating an iterator must not draw from the global RNG that resume restores
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, collate_fn=collate_captions,
                                        num_workers=cfg.dataloader_num_workers,
@@ -356,7 +357,8 @@ class BatchStream:
 
 def _no_rows_message(cfg: TrainConfig, num_skipped: int) -> str:
     if num_skipped:
-        return f"no usable training rows: all {num_skipped} images under --image_root {cfg.image_root} were unreadable"
+        return (f"no usable training rows: all {num_skipped} rows were skipped (no caption, or no readable image "
+                f"under --image_root {cfg.image_root})")
     return f"no training rows left after --source_filter {cfg.source_filter!r} (dataset {cfg.dataset_name})"
 
 def check_data(dataset: LongCaptionDataset, cfg: TrainConfig) -> None:
@@ -504,14 +506,14 @@ def fit(cfg: TrainConfig) -> dict:
                                  num_cycles=cfg.lr_num_cycles, power=cfg.lr_power)
     decomposer, optimizer, lr_scheduler = accelerator.prepare(decomposer, optimizer, lr_scheduler)
     # 3. Resume: weights, optimizer, scheduler, RNG states, step and data position
-    state = dict(global_step=0, epoch=0, consumed=0, num_skipped_images=0)
+    state = dict(global_step=0, epoch=0, consumed=0, num_skipped_rows=0)
     resume = resolve_resume(cfg)
     if resume is not None:
         accelerator.load_state(str(resume))
         state.update(json.loads((resume / "train_state.json").read_text()))
         logger.warning(f"resumed from {resume} at step {state['global_step']}")
     stream = BatchStream(loader, cfg, state["epoch"], state["consumed"])
-    stream.num_skipped = state["num_skipped_images"]
+    stream.num_skipped = state["num_skipped_rows"]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_json(dataclasses.asdict(cfg), out / "train_config.json")
@@ -520,7 +522,7 @@ def fit(cfg: TrainConfig) -> dict:
     history = _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, stream, state, max_steps)
     # 5. Final model (atomic write) and metrics
     accelerator.wait_for_everyone()
-    metrics = dict(global_step=state["global_step"], num_skipped_images=stream.num_skipped,
+    metrics = dict(global_step=state["global_step"], num_skipped_rows=stream.num_skipped,
                    final_loss=float(np.mean([h["loss"] for h in history[-10:]])) if history else None,
                    num_processes=accelerator.num_processes)
     if accelerator.is_main_process:
@@ -556,7 +558,7 @@ def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, s
         if not accelerator.sync_gradients:
             continue
         state.update(global_step=state["global_step"] + 1, epoch=stream.epoch, consumed=stream.consumed,
-                     num_skipped_images=stream.num_skipped)
+                     num_skipped_rows=stream.num_skipped)
         step = state["global_step"]
         logs = {k: float(np.mean([m[k] for m in micro])) for k in micro[0]} | {"lr": lr_scheduler.get_last_lr()[0]}
         micro = []

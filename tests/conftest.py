@@ -44,6 +44,6 @@ def identical_decomposer(num_components=4, num_tokens=16):
 
     dec = tiny_decomposer(num_components=num_components, num_tokens=num_tokens)
     with torch.no_grad():
-        q = dec.queries.view(num_components, num_tokens, -1)
-        q[:] = q[0].clone()
+        latents = dec.mask_head.connector.latents  # (K, N, D)
+        latents[:] = latents[0].clone()
     return dec

@@ -44,7 +44,7 @@ def test_run_folder(runs, name):
     env = json.loads((run / "env.json").read_text())
     assert params["run_dir"] == str(run) and env["packages"]["torch"] and "device" in env
     metrics = json.loads((run / "metrics.json").read_text())
-    expected = {"train": {"global_step", "final_loss", "first_loss", "last_loss", "num_skipped_images"},
+    expected = {"train": {"global_step", "final_loss", "first_loss", "last_loss", "num_skipped_rows"},
                 "eval": {"overall", "by_num_objects", "by_t5_tokens", "num_judged"},
                 "report": {"num_runs", "pages"}}[name]
     assert expected <= set(metrics), metrics.keys()

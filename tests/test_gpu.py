@@ -57,13 +57,35 @@ def test_bf16_batches_images_and_decompose():
     assert len(dec.components) == 4 and dec.composite.shape == (1, 3, 64, 64)
 
 
-def test_lpd_infer_on_cuda(tiny_dir, tmp_path):
-    from lpd.infer import main
+def test_lpd_infer_on_cuda(tiny_dir, tmp_path, monkeypatch):
+    "lpd-infer on CUDA in bf16: the decomposer is cast to bf16 with the rest of the pipeline."
+    import lpd.infer as infer
 
+    seen, real = [], infer.load_decomposer
+    monkeypatch.setattr(infer, "load_decomposer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     args = ["--pretrained_model_name_or_path", str(tiny_dir), "--prompt", "a red lighthouse", "--output_dir",
             str(tmp_path), "--save_decompose", "--num_inference_steps", "2", "--dtype", "bf16", "--device", "cuda"]
-    assert main(args) == 0
+    assert infer.main(args) == 0
     assert (tmp_path / "component_3.png").exists()
+    assert seen[0].dtype == torch.bfloat16 and seen[0].device.type == "cuda"
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 6e-2)])
+def test_the_originals_checkpoint_on_cuda(dtype, atol):
+    "The original's fixture checkpoint on the GPU: its outputs to 1e-5 in fp32, to bf16 precision in bf16."
+    from safetensors.torch import load_file
+
+    from lpd.core import fixture_path
+    from lpd.decomposer import load_decomposer
+
+    io = load_file(fixture_path("original_decomposer", "io.safetensors"), device="cuda")
+    dec = load_decomposer(fixture_path("original_decomposer", "model.safetensors"), 64, torch_dtype=dtype,
+                          num_components=3, num_tokens=5, decomposer_heads=4, decomposer_layers=2).to("cuda")
+    with torch.no_grad():
+        parts = dec(io["t5_embeds"])
+    for k, part in enumerate(parts):
+        assert part.dtype == dtype
+        torch.testing.assert_close(part.float(), io[f"component_{k}"], atol=atol, rtol=0)
 
 
 @pytest.mark.slow
@@ -81,6 +103,14 @@ def test_real_size_sd35_medium_architecture_one_composite():
                             layers_per_block=2, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
                             shift_factor=0.0609, scaling_factor=1.5305).to(torch.bfloat16)
         decomposer = PromptDecomposer().to(torch.bfloat16)  # 4 x 128 tokens, width 4096, 32 heads, 6 blocks
+    num_params = sum(p.numel() for p in decomposer.parameters())
+    assert num_params == 1_210_277_888  # the original's count at its defaults
+    weights = sum(p.numel() * p.element_size() for p in decomposer.parameters()) / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():  # the decomposer alone: batch 2 of 512 T5 tokens -> 4 x (2, 128, 4096)
+        parts = decomposer(torch.randn(2, 512, 4096, device="cuda", dtype=torch.bfloat16))
+    assert [p.shape for p in parts] == [(2, 128, 4096)] * 4 and all(p.dtype == torch.bfloat16 for p in parts)
+    decomposer_peak = torch.cuda.max_memory_allocated() / 2**30
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     pipe = PromptDecomposePipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -101,5 +131,7 @@ def test_real_size_sd35_medium_architecture_one_composite():
                generator=torch.Generator("cpu").manual_seed(0)).images
     assert out.shape == (2, 3, 512, 512) and torch.isfinite(out).all()
     peak = torch.cuda.max_memory_allocated() / 2**30
-    print(f"real-size composite, batch 2 x 4 components x CFG at 512^2: peak {peak:.1f} GiB")
+    print(f"real-size decomposer: {num_params:,} parameters, {weights:.2f} GiB in bf16, forward of 2 x 512 "
+          f"tokens peak {decomposer_peak:.2f} GiB (with the transformer and VAE resident); "
+          f"composite, batch 2 x 4 components x CFG at 512^2: peak {peak:.1f} GiB")
     assert peak < 40

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
 from lpd.infer import main
 
@@ -45,16 +44,6 @@ def test_flags_not_given_come_from_the_config(tiny_dir, tmp_path):
     assert main(args) == 0
 
 
-def test_bare_safetensors_takes_flags(tiny_dir, tmp_path):
-    "A bare model.safetensors (the reference format) loads with the flags; T5 width comes from the model."
-    bare = tmp_path / "bare.safetensors"
-    save_file(load_file(tiny_dir / "decomposer" / "model.safetensors"), bare)
-    flags = ["--num_tokens", "16", "--decomposer_heads", "4", "--decomposer_layers", "2"]
-    args = base_args(tiny_dir, tmp_path / "out") + flags
-    args[args.index("--decomposer_ckpt") + 1] = str(bare)
-    assert main(args) == 0
-
-
 def corrupt_ckpt(tmp_path, tiny_dir):
     folder = tmp_path / "corrupt"
     folder.mkdir()
@@ -73,7 +62,7 @@ BAD_INPUTS = {  # name -> (flags to change, text the one-line error must contain
     "invalid model": (["--pretrained_model_name_or_path", not_a_model], "no model_index.json"),
     "missing checkpoint": (["--decomposer_ckpt", "/nonexistent/ckpt"], "decomposer checkpoint not found"),
     "corrupt checkpoint": (["--decomposer_ckpt", corrupt_ckpt], "corrupt decomposer checkpoint"),
-    "hyperparameter mismatch": (["--decomposer_heads", "8"], "num_heads (--decomposer_heads)=8"),
+    "hyperparameter mismatch": (["--decomposer_heads", "8"], "expected num_heads (--decomposer_heads)=8"),
     "height not divisible": (["--height", "100"], "--height 100 is not a positive multiple of 8"),
     "width not divisible": (["--width", "36"], "--width 36 is not a positive multiple of 8"),
     "non-positive steps": (["--num_inference_steps", "0"], "--num_inference_steps must be positive"),
@@ -112,8 +101,8 @@ def test_bad_input_from_the_shell_has_no_traceback(tiny_dir, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert errors == [errors[0]] and "num_layers (--decomposer_layers)=3" in errors[0]
-    assert "has num_layers=2" in errors[0]
+    assert errors == [errors[0]] and "expected num_layers (--decomposer_layers)=3" in errors[0]
+    assert "holds num_layers=2" in errors[0]
 
 
 def test_half_precision_on_cpu_falls_back_with_a_warning(tiny_dir, tmp_path, caplog):

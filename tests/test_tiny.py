@@ -27,7 +27,7 @@ def test_cli_writes_a_stock_sd3_folder_with_a_decomposer(tmp_path):
     clip_width = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
     assert clip_width < pipe.text_encoder_3.config.d_model  # zero-padded like SD3, never cropped
     dec = PromptDecomposer.from_pretrained(out / "decomposer")
-    assert dec.config.text_dim == 128
+    assert dec.config.width == 128
     again = subprocess.run([sys.executable, "-m", "lpd.tiny", str(out)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr
 

@@ -151,19 +151,21 @@ def test_tensorboard_tracker(tmp_path, tiny_dir):
     assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 
-def test_unreadable_images_are_skipped_and_counted(tmp_path, tiny_dir):
+def test_rows_without_caption_or_readable_image_are_skipped_and_counted(tmp_path, tiny_dir):
     rows = [json.loads(line) for line in (FIXTURE / "captions.jsonl").read_text().splitlines()][:8]
     rows[1]["path"] = "images/does-not-exist.png"
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"\x89PNG broken")
     rows[2]["path"] = str(tmp_path / "images" / "broken.png")
+    rows[3]["caption"] = ""  # rows without a usable caption are skipped and counted too, as the original does
+    rows[4] = {k: v for k, v in rows[4].items() if k != "caption"}
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = list(TINY)
     args[args.index("--dataset_name") + 1] = str(tmp_path / "rows.jsonl")
     args += ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "run"),
              "--max_train_steps", "2", "--checkpointing_steps", "100", "--train_batch_size", "6"]
     assert main(args) == 0
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_skipped_images"] == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_skipped_rows"] == 4
 
 
 BAD = {
@@ -196,7 +198,7 @@ def test_all_images_missing_is_a_clear_error(tmp_path, tiny_dir, capsys):
                    "--max_train_steps", "1"]
     args[args.index("--image_root") + 1] = str(tmp_path / "empty")
     assert main(args) == 2
-    assert "all 24 images under --image_root" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert "all 24 rows were skipped" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dir, monkeypatch, capsys):
@@ -253,3 +255,67 @@ def test_streaming_with_workers_mixed_precision_and_gradient_checkpointing(tmp_p
     assert json.loads((tmp_path / "train_config.json").read_text())["streaming"] is True
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+
+
+def test_ckpt_takes_the_originals_bare_file_and_writes_its_layout(tmp_path, tiny_dir, capsys):
+    "--ckpt with the original's model.safetensors (no config): built from the flags, trained, saved in its key layout."
+    from safetensors.torch import load_file, save_file
+
+    from original import TextDecomposer, load_like_the_original
+
+    torch.manual_seed(3)
+    original = TextDecomposer(num_tokens=16, width=128, heads=4, layers=2)  # TINY's flags; 4 components by default
+    save_file(original.state_dict(), tmp_path / "model.safetensors")
+    args = run_args(tiny_dir, tmp_path / "run", 1, "--ckpt", str(tmp_path / "model.safetensors"),
+                    "--learning_rate", "0", "--adam_weight_decay", "0")
+    assert main(args) == 0
+    final = load_file(tmp_path / "run" / "model.safetensors")
+    start = load_file(tmp_path / "model.safetensors")
+    assert final.keys() == start.keys() and all(torch.equal(final[k], start[k]) for k in start)  # lr 0: unchanged
+    load_like_the_original(tmp_path / "run" / "model.safetensors", num_tokens=16, width=128, heads=4, layers=2)
+    capsys.readouterr()
+    assert main(args[:-4] + ["--decomposer_layers", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds num_layers=2, expected num_layers (--decomposer_layers)=3" in err
+
+
+def test_no_shuffle_reads_in_stream_order(tmp_path, tiny_dir):
+    "--no_shuffle: the batches are the rows in file order, as the original reads them (lpd shuffles by default)."
+    import hashlib
+
+    rows = [json.loads(line) for line in (FIXTURE / "captions.jsonl").read_text().splitlines()]
+    in_order = [hashlib.sha1(r["caption"].encode()).hexdigest()[:10] for r in rows if r["source"] == "fixture"]
+    for shuffle in ([], ["--no_shuffle"]):
+        out = tmp_path / ("stream" if shuffle else "shuffled")
+        assert main(run_args(tiny_dir, out, 2, "--log_data_ids", *shuffle)) == 0
+        seen = [i for line in (out / "data_ids.rank0.jsonl").read_text().splitlines() for i in json.loads(line)["ids"]]
+        assert (seen == in_order[:8]) == bool(shuffle)
+
+
+SECTION_6 = """
+  --pretrained_model_name_or_path /ABS_PATH/long-prompt-decomposer-sd35/weights/sd3.5-medium
+  --output_dir /ABS_PATH/long-prompt-decomposer-sd35/logs/lpd_sd35_minimal
+  --image_root /ABS_PATH/long-prompt-decomposer-sd35/data/longalign_images
+  --source_filter coco --resolution 512 --train_batch_size 1 --gradient_accumulation_steps 8 --learning_rate 1e-5
+  --max_train_steps 2000 --checkpointing_steps 200 --validation_steps 200 --num_components 4 --num_tokens 128
+  --decomposer_heads 32 --decomposer_layers 6 --token_length 512 --report_to wandb --tracker_project_name lpd_sd3
+  --wandb_run_name sd35_coco_minimal --wandb_entity <YOUR_WANDB_ENTITY> --dataloader_num_workers 0
+  --mixed_precision bf16
+"""  # the seed README's section 6 command, flag for flag
+
+
+def test_the_originals_section_6_flags_parse_as_written():
+    cfg = parse_args(SECTION_6.split())
+    assert (cfg.num_components, cfg.num_tokens, cfg.decomposer_heads, cfg.decomposer_layers, cfg.token_length) == (
+        4, 128, 32, 6, 512)
+    assert (cfg.gradient_accumulation_steps, cfg.learning_rate, cfg.max_train_steps, cfg.wandb_entity) == (
+        8, 1e-5, 2000, "<YOUR_WANDB_ENTITY>")
+    assert cfg.dataset_name == "luping-liu/LongAlign" and cfg.streaming  # the original's data defaults
+
+
+def test_the_originals_default_args_profiles_are_read(tmp_path):
+    "The original's profile format, {'default_args': [...]}, under the command line."
+    profile = tmp_path / "lpd_ella_t5_sd3.json"
+    profile.write_text(json.dumps({"default_args": ["--num_tokens", "64", "--no_streaming", "--seed", "1"]}))
+    cfg = parse_args(["--profile", str(profile), "--seed", "2"])
+    assert (cfg.num_tokens, cfg.streaming, cfg.seed) == (64, False, 2)
