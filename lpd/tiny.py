@@ -22,8 +22,10 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
 from transformers import T5TokenizerFast
 
-from .core import fixture_path, repo_root, running_as_script
-from .decomposer import PromptDecomposer
+from safetensors import safe_open
+
+from .core import fixture_path, logger, repo_root, running_as_script
+from .decomposer import LATENTS_KEY, WEIGHTS_NAME, PromptDecomposer
 
 # %% auto #0
 __all__ = ['CLIP_BPE_FILE', 'T5_VOCAB_SIZE', 'TINY_T5_DIM', 'DEFAULT_TINY_DIR', 'clip_tokenizer', 'train_t5_spiece',
@@ -201,12 +203,23 @@ def save_tiny(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Pa
 # %% ../nbs/02_tiny.ipynb #c7b7a720
 DEFAULT_TINY_DIR = "data/models/tiny-sd3"
 
+def _current_layout(folder: Path) -> bool:
+    "Was `folder` built by this lpd? (lpd 0.1 wrote a decomposer of another architecture.)"
+    try:
+        with safe_open(str(folder / "decomposer" / WEIGHTS_NAME), "pt") as f:
+            return LATENTS_KEY in f.keys()
+    except (OSError, ValueError):
+        return False
+
 def ensure_tiny(out_dir: str | Path | None = None, seed: int = 0) -> Path:
-    "The tiny SD3 folder (default `data/models/tiny-sd3` in the checkout), built on first use."
+    "The tiny SD3 folder (default `data/models/tiny-sd3` in the checkout), built on first use, rebuilt if stale."
     out_dir = Path(out_dir) if out_dir is not None else repo_root() / DEFAULT_TINY_DIR
-    if not (out_dir / "model_index.json").exists():
+    stale = (out_dir / "model_index.json").exists() and not _current_layout(out_dir)
+    if stale or not (out_dir / "model_index.json").exists():
+        if stale:
+            logger.warning(f"rebuilding {out_dir}: it was built by an older lpd")
         try:
-            save_tiny(out_dir, seed=seed)
+            save_tiny(out_dir, seed=seed, overwrite=stale)
         except FileExistsError:  # another process finished it first
             pass
     return out_dir
