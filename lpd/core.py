@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['logger', 'repo_root', 'fixture_path', 'seed_everything', 'resolve_device', 'resolve_dtype', 'save_json',
-           'running_as_script']
+__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'seed_everything', 'resolve_device', 'resolve_dtype',
+           'save_json', 'running_as_script', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
 def repo_root() -> Path:
@@ -80,3 +80,29 @@ def save_json(obj, path: str | Path) -> Path:
 def running_as_script(name: str) -> bool:
     "True for `python -m lpd.<module>`, False when a notebook kernel runs the module's cells."
     return name == "__main__" and not hasattr(builtins, "get_ipython")  # IPython/execnb define it while running cells
+
+# %% ../nbs/00_core.ipynb #edc613a2
+LIBRARY_NOISE = {  # message fragment -> why it never applies to lpd
+    "requires torchvision (not installed); falling back to": "image processors lpd never uses (SD3's IP adapter)",
+    "Token indices sequence length is longer than the specified maximum": "lpd reports truncation itself, counted",
+    "The following part of your input was truncated because": "diffusers repeats the dropped text of a long "
+        "prompt; CLIP keeps 77 tokens by design and lpd counts what T5 drops (lpd.text)",
+    "that should be kept in float32: []": "diffusers warns on every .to(dtype), also with no float32 module",
+    "{'decomposer': ['lpd.decomposer', 'PromptDecomposer']}": "the stock SD3 pipeline skips lpd's own component",
+}
+
+class _DropLibraryNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in LIBRARY_NOISE)
+
+def quiet_library_noise() -> None:
+    "Drop the messages of `LIBRARY_NOISE` (and only those) from transformers' and diffusers' log handlers."
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    for library in (transformers.utils.logging, diffusers.utils.logging):
+        root = library.get_logger()  # configures the library's handler on first use
+        for handler in root.handlers:
+            if not any(isinstance(f, _DropLibraryNoise) for f in handler.filters):
+                handler.addFilter(_DropLibraryNoise())

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
@@ -15,44 +14,18 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import StableDiffusion3Pipeline
 
-from .core import resolve_device, resolve_dtype, running_as_script, save_json
-from .decomposer import load_decomposer
-from .infer import model_facts
+from .core import running_as_script, save_json
 from .judge import METRICS, aggregate, judge_row
-from .pipeline import PromptDecomposePipeline
+from .pipeline import GUIDANCE_SCALE, load_pipeline
 from .shapes import make_row, sample_scene, t5_counter
+from .text import read_prompts
 from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['LENGTH_EDGES', 'read_prompts', 'shapes_eval_prompts', 'load_pipeline', 'generate', 'judge_images', 'write_report',
-           'build_parser', 'run', 'main']
+__all__ = ['LENGTH_EDGES', 'shapes_eval_prompts', 'generate', 'judge_images', 'write_report', 'build_parser', 'run', 'main']
 
 # %% ../nbs/10_eval.ipynb #11a2c834
-def read_prompts(path: str | Path) -> list[dict]:
-    "Rows with `id` and `prompt` (and, for shapes-world rows, the truth) from a .jsonl, .csv or .txt file."
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    elif path.suffix == ".csv":
-        rows = list(csv.DictReader(path.open()))
-    elif path.suffix == ".txt":
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        rows = [{"id": f"{i:05d}", "prompt": line} for i, line in enumerate(lines)]
-    else:
-        raise ValueError(f"prompt file must be .jsonl, .csv or .txt, got {path.name}")
-    for i, row in enumerate(rows):
-        row.setdefault("prompt", row.get("caption"))
-        row["id"] = str(row.get("id", f"{i:05d}"))
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise ValueError(f"{path}: row {i} has no prompt (keys {sorted(row)})")
-    if len({r["id"] for r in rows}) != len(rows):
-        raise ValueError(f"{path}: prompt ids are not unique")
-    return rows
-
 def shapes_eval_prompts(n: int, seed: int = 0, tokenizer=None, num_objects: tuple[int, int] = (4, 9)) -> list[dict]:
     "N shapes-world evaluation prompts: long captions in the evaluation phrasings, with the truth."
     rng = random.Random(f"eval-{seed}")
@@ -64,17 +37,6 @@ def shapes_eval_prompts(n: int, seed: int = 0, tokenizer=None, num_objects: tupl
     return rows
 
 # %% ../nbs/10_eval.ipynb #6658c36b
-def load_pipeline(model: str, decomposer_ckpt: str | None, device: torch.device, dtype: torch.dtype):
-    "The decomposer pipeline, or the stock SD3 pipeline when there is no decomposer (the baseline)."
-    facts = model_facts(model)
-    if decomposer_ckpt is None:
-        pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype)
-    else:
-        decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"], torch_dtype=dtype)
-        pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
 def generate(pipe, rows: list[dict], out_dir: Path, seeds: list[int], batch_size: int = 4, **call) -> list[Path]:
     "Render every prompt with every seed into `out_dir/images/<id>/seed<k>.png`; existing images are kept."
     paths = []
@@ -145,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True, help="run folder: images/, per_prompt.jsonl, metrics.json")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, one image per prompt and seed")
     p.add_argument("--num_inference_steps", type=int, default=28)
-    p.add_argument("--guidance_scale", type=float, default=4.5)
+    p.add_argument("--guidance_scale", type=float, default=GUIDANCE_SCALE, help="<= 1 disables guidance")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--max_sequence_length", type=int, default=512)
@@ -155,17 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn shapes-world prompts")
     return p
 
-def run(args) -> dict:
+def run(args, pipe=None) -> dict:
     "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
     if (args.prompts is None) == (args.shapes_eval is None):
         raise ValueError("give exactly one of --prompts and --shapes_eval")
     model = args.pretrained_model_name_or_path or str(ensure_tiny())
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(model, args.decomposer_ckpt, device, dtype)
+    if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
+        pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
+        pipe.set_progress_bar_config(disable=True)
     rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(args.shapes_eval, args.seed,
                                                                                pipe.tokenizer_3)
     (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -190,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"lpd-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    n, seeds, judged = metrics["num_prompts"], len(metrics["seeds"]), metrics["num_judged"]
+    print(f"lpd-eval: {n} prompts x {seeds} seeds, {judged} judged; images and metrics.json in {args.output_dir}",
+          file=sys.stderr)
     overall = metrics.get("overall")
     print(json.dumps({m: round(overall[m], 4) for m in METRICS} if overall else {"generated": metrics["num_prompts"]}))
     return 0

@@ -6,24 +6,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import textwrap
 from pathlib import Path
 
-import PIL.Image
-import PIL.ImageDraw
-import PIL.ImageFont
 import torch
 
-from .core import resolve_device, resolve_dtype, running_as_script
-from .decomposer import DECOMPOSER_FLAGS, load_decomposer
-from .pipeline import PromptDecomposePipeline
+from .analysis import contact_sheet
+from .core import running_as_script
+from .decomposer import DECOMPOSER_FLAGS
+from .pipeline import GUIDANCE_SCALE, load_pipeline, model_facts
+from .text import read_prompts
 from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['ORIGINAL_SIZE', 'build_parser', 'model_facts', 'contact_sheet', 'run', 'main']
+__all__ = ['ORIGINAL_SIZE', 'build_parser', 'run', 'main']
 
 # %% ../nbs/05_infer.ipynb #9ec02fc5
 ORIGINAL_SIZE = 512  # the original's --height/--width default
@@ -45,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="output/infer", help="where the PNGs are written")
     p.add_argument("--save_decompose", action="store_true", help="also render each component alone")
     p.add_argument("--num_inference_steps", type=int, default=20)
-    p.add_argument("--guidance_scale", type=float, default=4.5, help="<= 1 disables classifier-free guidance")
+    p.add_argument("--guidance_scale", type=float, default=GUIDANCE_SCALE, help="<= 1 disables guidance")
     p.add_argument("--max_sequence_length", type=int, default=512, help="T5 tokens kept (at most 512)")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16; default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu; default: cuda when available")
@@ -59,45 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decomposer_heads", type=int, default=None, help="default: from the config, else 32")
     p.add_argument("--decomposer_layers", type=int, default=None, help="default: from the config, else 6")
     p.add_argument("--prompt_file", default=None,
-                   help="read the prompt from a .txt file, or from a .jsonl file of {id, prompt} rows")
-    p.add_argument("--prompt_id", default=None, help="with a .jsonl --prompt_file: the row to use (default: first)")
+                   help="prompt file: .jsonl/.csv of {id, prompt} rows, or .txt with one prompt per line")
+    p.add_argument("--prompt_id", default=None, help="with --prompt_file: the row to use (default: the first)")
     p.add_argument("--contact_sheet", action="store_true",
                    help="with --save_decompose: also write contact_sheet.png (composite, components, prompt)")
     return p
 
 # %% ../nbs/05_infer.ipynb #63d0916d
 def _read_prompt(args) -> str:
+    "The prompt: `--prompt`, or the row `--prompt_id` (default: the first) of `--prompt_file`."
     if (args.prompt is None) == (args.prompt_file is None):
         raise ValueError("give exactly one of --prompt and --prompt_file")
     if args.prompt_file is None:
         return args.prompt
-    path = Path(args.prompt_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"--prompt_file not found: {path}")
-    if path.suffix != ".jsonl":
-        return path.read_text().strip()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    row = next((r for r in rows if args.prompt_id in (None, str(r.get("id")))), None)
+    rows = read_prompts(args.prompt_file)
+    row = next((r for r in rows if args.prompt_id in (None, r["id"])), None)
     if row is None:
-        raise ValueError(f"--prompt_id {args.prompt_id!r} not in {path} (ids: {[r.get('id') for r in rows][:10]})")
+        raise ValueError(f"--prompt_id {args.prompt_id!r} not in {args.prompt_file} "
+                         f"(ids: {', '.join(r['id'] for r in rows[:10])}{' ...' if len(rows) > 10 else ''})")
     return row["prompt"]
-
-def model_facts(model: str) -> dict:
-    "What a diffusers SD3 folder's configs fix: pixel multiple, default size, T5 width. Errors name the folder."
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(f"model directory not found: {model}")
-    if not (path / "model_index.json").is_file():
-        raise ValueError(f"not a diffusers model directory (no model_index.json): {model}")
-    try:
-        transformer = json.loads((path / "transformer" / "config.json").read_text())
-        vae = json.loads((path / "vae" / "config.json").read_text())
-        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
-        multiple = vae_factor * transformer["patch_size"]
-        return dict(multiple=multiple, default_size=transformer["sample_size"] * vae_factor,
-                    text_dim=transformer["joint_attention_dim"])
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"invalid SD3 model directory {model}: {type(e).__name__}: {e}") from None
 
 # %% ../nbs/05_infer.ipynb #0e432c68
 def _check_args(args, facts: dict) -> None:
@@ -121,31 +97,6 @@ def _decomposer_flags(args) -> dict:
     "The decomposer flags of the command line (None = not given)."
     return {flag: getattr(args, flag) for flag in DECOMPOSER_FLAGS if hasattr(args, flag)}
 
-# %% ../nbs/05_infer.ipynb #3ada4beb
-def contact_sheet(
-    composite: PIL.Image.Image,
-    components: list[PIL.Image.Image],
-    prompt: str,
-    tile: int = 256,  # each image is resized to tile x tile (nearest neighbour for small images)
-) -> PIL.Image.Image:
-    "One PNG: the composite, then each component, labelled, with the prompt wrapped underneath."
-    images = [composite, *components]
-    labels = ["composite"] + [f"component {k}" for k in range(len(components))]
-    font = PIL.ImageFont.load_default(size=14)
-    lines = textwrap.wrap(prompt, width=max(40, (tile + 8) * len(images) // 7))[:40]
-    pad, label_h, line_h = 8, 22, 18
-    size = (pad + len(images) * (tile + pad), pad + label_h + tile + pad + line_h * len(lines) + pad)
-    sheet = PIL.Image.new("RGB", size, "white")
-    draw = PIL.ImageDraw.Draw(sheet)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        x = pad + i * (tile + pad)
-        draw.text((x, pad), label, fill="black", font=font)
-        resample = PIL.Image.NEAREST if image.width < tile else PIL.Image.LANCZOS
-        sheet.paste(image.convert("RGB").resize((tile, tile), resample), (x, pad + label_h))
-    for j, line in enumerate(lines):
-        draw.text((pad, pad + label_h + tile + pad + j * line_h), line, fill="black", font=font)
-    return sheet
-
 # %% ../nbs/05_infer.ipynb #fac5c9c5
 def run(args: argparse.Namespace) -> list[Path]:
     "Load once, render, write `compose.png` (+ `component_<k>.png`, `contact_sheet.png`); returns the files."
@@ -154,24 +105,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     model = args.pretrained_model_name_or_path or str(ensure_tiny())
     facts = model_facts(model)
     _check_args(args, facts)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
     ckpt = args.decomposer_ckpt or Path(model) / "decomposer"
     if args.decomposer_ckpt is None and not Path(ckpt).exists():
         raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder")
     size = min(ORIGINAL_SIZE, facts["default_size"])
-    # 2. Load the decomposer, then the pipeline once with it, all in `dtype`
-    decomposer = load_decomposer(ckpt, facts["text_dim"], torch_dtype=dtype, **_decomposer_flags(args))
-    try:
-        pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
-    pipe = pipe.to(device)
+    # 2. Load SD3 with the decomposer, once, everything in --dtype
+    pipe = load_pipeline(model, ckpt, args.device, args.dtype, **_decomposer_flags(args))
     # 3. Render: the composite, and each component from the same noise
     call = dict(prompt=prompt, negative_prompt=args.negative_prompt, height=args.height or size,
-                width=args.width or size,
-                num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-                max_sequence_length=args.max_sequence_length, generator=torch.Generator("cpu").manual_seed(args.seed))
+                width=args.width or size, num_inference_steps=args.num_inference_steps,
+                guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length,
+                generator=torch.Generator("cpu").manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.save_decompose:

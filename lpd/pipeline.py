@@ -5,23 +5,33 @@
 # %% ../nbs/04_pipeline.ipynb #d37e932e
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import diffusers.utils.logging
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import StableDiffusion3Pipeline
+import transformers.utils.logging
+from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.utils import BaseOutput
 
-from .decomposer import PromptDecomposer
+from .core import resolve_device, resolve_dtype
+from .decomposer import PromptDecomposer, load_decomposer
 from .text import PromptEncoding, encode_long_prompt
+from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline']
+__all__ = ['GUIDANCE_SCALE', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
+           'PromptDecomposePipeline', 'model_facts', 'load_pipeline']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
+GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
+
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
     guidance_scale: float = 1.0,
@@ -154,7 +164,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         width: int | None = None,
         num_inference_steps: int = 28,
         sigmas: list[float] | None = None,
-        guidance_scale: float = 7.0,  # <= 1 disables classifier-free guidance
+        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,  # (B, C, H/8, W/8) starting noise; decompose() shares it
@@ -255,7 +265,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         latents: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
-        guidance_scale: float = 7.0,
+        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance
         max_sequence_length: int = 512,
         prompt_encoding: PromptEncoding | None = None,
         negative_prompt_encoding: PromptEncoding | None = None,
@@ -265,13 +275,11 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         "Render every component alone (and the composite) from the same starting noise: what each sub-prompt carries."
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
-        self._guidance_scale = guidance_scale
         if prompt_encoding is None:  # encode and draw the noise once; every render below reuses both
             if prompt is None:
                 raise ValueError("pass exactly one of `prompt` and `prompt_encoding`")
             prompt_encoding, negative_prompt_encoding = self.encode(
-                prompt, negative_prompt, self.do_classifier_free_guidance, num_images_per_prompt,
-                max_sequence_length, clip_skip)
+                prompt, negative_prompt, guidance_scale > 1, num_images_per_prompt, max_sequence_length, clip_skip)
         latents = self.prepare_latents(prompt_encoding.t5_embeds.shape[0], self.transformer.config.in_channels,
                                        height, width, self.transformer.dtype, self._execution_device, generator,
                                        latents)
@@ -282,3 +290,67 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         K = self.decomposer.config.num_components
         components = [self(components=[k], **common).images for k in range(K)]
         return DecomposeOutput(composite=composite, components=components)
+
+# %% ../nbs/04_pipeline.ipynb #2ab7cf80
+def model_facts(model: str | os.PathLike, **hub_kwargs) -> dict:
+    "What an SD3 folder's (or hub model's) configs fix: pixel multiple, native size, T5 width. Errors name it."
+    path = Path(model)
+    hub_id = not path.exists() and str(model).count("/") == 1 and not str(model).startswith((".", "/"))
+    if not path.exists() and not hub_id:
+        raise FileNotFoundError(f"model directory not found: {model}")
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise ValueError(f"not a diffusers model directory (no model_index.json): {model}")
+    try:
+        transformer = SD3Transformer2DModel.load_config(model, subfolder="transformer", **hub_kwargs)
+        vae = AutoencoderKL.load_config(model, subfolder="vae", **hub_kwargs)
+        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"invalid SD3 model directory {model}: {type(e).__name__}: {e}") from None
+    return dict(multiple=vae_factor * transformer["patch_size"], text_dim=transformer["joint_attention_dim"],
+                default_size=transformer["sample_size"] * vae_factor)
+
+# %% ../nbs/04_pipeline.ipynb #122f0f56
+def load_pipeline(
+    model: str | os.PathLike | None = None,  # SD3 folder (diffusers layout); None: the embedded default model
+    decomposer_ckpt: str | os.PathLike | None = None,  # None: diffusers' StableDiffusion3Pipeline (the baseline)
+    device: str | torch.device | None = None,  # None: CUDA when available
+    dtype: str | torch.dtype | None = None,  # None: bf16 on CUDA, fp32 on CPU
+    *,
+    revision: str | None = None,  # hub models: revision, weights variant and cache folder
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    **flags,  # the original's decomposer flags (None = not given), for its bare checkpoints
+) -> PromptDecomposePipeline | StableDiffusion3Pipeline:
+    "SD3 with a decomposer (or without: the baseline), loaded once, every module in `dtype` on `device`."
+    model = str(model or ensure_tiny())
+    hub = {k: v for k, v in dict(revision=revision, cache_dir=cache_dir).items() if v is not None}
+    facts = model_facts(model, **hub)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
+    decomposer = None
+    if decomposer_ckpt is not None:
+        decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"], torch_dtype=dtype, **flags)
+    try:
+        with _no_loading_bars():
+            if decomposer is None:
+                pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, variant=variant, **hub)
+            else:
+                pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype,
+                                                               variant=variant, **hub)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
+    return pipe.to(device)
+
+@contextmanager
+def _no_loading_bars():
+    "diffusers' and transformers' per-component loading bars off while loading (restored after)."
+    libraries = [diffusers.utils.logging, transformers.utils.logging]
+    enabled = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libraries, enabled):
+            if on:
+                lib.enable_progress_bar()

@@ -17,7 +17,7 @@ import pandas as pd
 import PIL.Image
 
 from .core import running_as_script
-from .infer import contact_sheet
+from .analysis import contact_sheet
 
 # %% auto #0
 __all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'write_run_report',
@@ -112,7 +112,7 @@ def plot_similarity(record: dict, path: Path) -> Path:
     return path
 
 def decomposition_sheet(run_dir: Path, record: dict, path: Path) -> Path:
-    "Composite next to each component, with the prompt (lpd.infer.contact_sheet)."
+    "Composite next to each component, with the prompt (lpd.analysis.contact_sheet)."
     pid, samples = record["prompt_id"], run_dir / "samples"
     composite = PIL.Image.open(samples / f"{pid}_composite.png")
     parts = [PIL.Image.open(samples / f"{pid}_k{k}.png") for k in range(record["num_components"])]

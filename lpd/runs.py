@@ -13,14 +13,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .analysis import analyse_decomposition
 from .core import repo_root, save_json
 
 # %% auto #0
-__all__ = ['run_id', 'prepare_run_dir', 'env_info', 'save_params', 'resolve_path', 'word_attention', 'save_decomposition',
-           'run_template']
+__all__ = ['run_id', 'prepare_run_dir', 'env_info', 'save_params', 'resolve_path', 'save_decomposition', 'run_template']
 
 # %% ../nbs/11_runs.ipynb #b0aa200d
 def run_id(name: str, seed: int, date: datetime.date | None = None) -> str:
@@ -65,23 +64,6 @@ def resolve_path(path: str | Path | None) -> str | None:
         return None if path is None else str(path)
     return str(repo_root() / path)  # templates run from nbs/experiments (nbdev_test) or the root (papermill --cwd)
 
-# %% ../nbs/11_runs.ipynb #b4caaa03
-def word_attention(tokenizer, prompt: str, token_scores: np.ndarray) -> tuple[list[str], np.ndarray]:
-    "Gather per-token scores `(K, T)` into the prompt's whitespace words: `(words, (K, W))`."
-    enc = tokenizer(prompt, return_offsets_mapping=True, truncation=True, max_length=token_scores.shape[1])
-    words, starts, pos = [], [], 0
-    for w in prompt.split():
-        start = prompt.index(w, pos)
-        words.append(w)
-        starts.append(start)
-        pos = start + len(w)
-    starts = np.array(starts)
-    out = np.zeros((token_scores.shape[0], len(words)))
-    for t, (a, b) in enumerate(enc["offset_mapping"]):
-        if b > a and t < token_scores.shape[1]:
-            out[:, int(np.searchsorted(starts, a, side="right")) - 1] += token_scores[:, t]
-    return words, out
-
 # %% ../nbs/11_runs.ipynb #fee4b3ec
 @torch.no_grad()
 def save_decomposition(
@@ -99,16 +81,8 @@ def save_decomposition(
     out.composite[0].save(samples / f"{prompt_id}_composite.png")
     for k, images in enumerate(out.components):
         images[0].save(samples / f"{prompt_id}_k{k}.png")
-    enc = pipe.encode(prompt, "", False, max_sequence_length=call.get("max_sequence_length", 512))[0]
-    dec = pipe.decomposer
-    t5, mask = enc.t5_embeds.to(dec.device), enc.t5_mask.to(dec.device)  # the decomposer applies its mask setting
-    att = dec.text_attention(t5, mask)[0].float().cpu().numpy()  # (K, T)
-    words, scores = word_attention(pipe.tokenizer_3, prompt, att)
-    parts = torch.stack([p[0].float().mean(0) for p in dec(t5, mask)])  # (K, D)
-    parts = torch.nn.functional.normalize(parts, dim=-1)
-    similarity = (parts @ parts.T).cpu().numpy().round(6).tolist()
-    record = {"prompt_id": prompt_id, "prompt": prompt, "seed": seed, "words": words,
-              "word_attention": scores.round(6).tolist(), "similarity": similarity,
+    analysis = analyse_decomposition(pipe, prompt, call.get("max_sequence_length", 512))
+    record = {"prompt_id": prompt_id, "prompt": prompt, "seed": seed, **analysis,
               "num_components": len(out.components)}
     save_json(record, samples / f"{prompt_id}_decomposition.json")
     return record

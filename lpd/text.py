@@ -5,6 +5,8 @@
 # %% ../nbs/03_text.ipynb #b376d2a8
 from __future__ import annotations
 
+import csv
+import json
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -14,7 +16,7 @@ from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['logger', 'PromptEncoding', 'encode_long_prompt']
+__all__ = ['logger', 'PromptEncoding', 'encode_long_prompt', 'read_prompts']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
@@ -60,15 +62,9 @@ def encode_long_prompt(
     if not 1 <= max_sequence_length <= 512:
         raise ValueError(f"max_sequence_length must be in [1, 512], got {max_sequence_length}")
     _report_truncation(pipe.tokenizer_3, prompts, max_sequence_length)
-    sd3_logger = logging.getLogger(StableDiffusion3Pipeline.__module__)
-    level = sd3_logger.level
-    sd3_logger.setLevel(logging.ERROR)  # CLIP always truncates a long prompt at 77 tokens: by design, not news
-    try:
-        embeds, _, pooled, _ = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=num_images_per_prompt,
-            do_classifier_free_guidance=False, clip_skip=clip_skip, max_sequence_length=max_sequence_length)
-    finally:
-        sd3_logger.setLevel(level)
+    embeds, _, pooled, _ = pipe.encode_prompt(  # CLIP truncates at 77 tokens, by design (lpd.core.LIBRARY_NOISE)
+        prompt=prompts, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=num_images_per_prompt,
+        do_classifier_free_guidance=False, clip_skip=clip_skip, max_sequence_length=max_sequence_length)
     n_clip = pipe.tokenizer_max_length  # 77: encode_prompt stacks [CLIP ; T5] on the token axis
     mask = pipe.tokenizer_3(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
                             return_tensors="pt").attention_mask
@@ -84,3 +80,28 @@ def _report_truncation(tokenizer, prompts: list[str], max_sequence_length: int) 
             logger.warning(f"prompt {i} has {n} T5 tokens; only the first {max_sequence_length} are encoded "
                            f"(max_sequence_length={max_sequence_length}), {n - max_sequence_length} are dropped")
     return counts
+
+# %% ../nbs/03_text.ipynb #113ef85b
+def read_prompts(path: str | Path) -> list[dict]:
+    "Rows with a unique `id` and a `prompt` (and whatever else the file holds) from a .jsonl, .csv or .txt file."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    elif path.suffix == ".csv":
+        rows = list(csv.DictReader(path.open()))
+    elif path.suffix == ".txt":
+        rows = [{"prompt": line.strip()} for line in path.read_text().splitlines() if line.strip()]
+    else:
+        raise ValueError(f"prompt file must be .jsonl, .csv or .txt, got {path.name}")
+    for i, row in enumerate(rows):
+        row.setdefault("prompt", row.get("caption"))
+        row["id"] = str(row.get("id", f"{i:05d}"))
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise ValueError(f"{path}: row {i} has no prompt (keys {sorted(row)})")
+    if not rows:
+        raise ValueError(f"{path}: no prompts")
+    if len({r["id"] for r in rows}) != len(rows):
+        raise ValueError(f"{path}: prompt ids are not unique")
+    return rows

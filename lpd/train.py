@@ -22,6 +22,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import StableDiffusion3Pipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 from tqdm.auto import tqdm
@@ -29,9 +30,8 @@ from tqdm.auto import tqdm
 from .core import logger, running_as_script, save_json
 from .data import LongCaptionDataset, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
-from .pipeline import PromptDecomposePipeline, predict_components, sub_prompts
+from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components, sub_prompts
 from .text import encode_long_prompt
-from .tiny import ensure_tiny
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
@@ -227,7 +227,7 @@ def flow_matching_loss(
 @dataclass
 class Frozen:
     "The frozen SD3 parts and what the step needs around them."
-    pipe: PromptDecomposePipeline  # transformer, VAE, text encoders (and, for validation, the decomposer)
+    pipe: StableDiffusion3Pipeline  # transformer, VAE, text encoders (validation adds the decomposer to a copy)
     noise_scheduler: object  # a copy of the scheduler with its training timesteps and sigmas
     weight_dtype: torch.dtype
 
@@ -288,11 +288,8 @@ def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
 def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
     "Load SD3 once; freeze transformer, VAE and text encoders in the mixed-precision dtype."
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    model = cfg.pretrained_model_name_or_path or str(ensure_tiny())
-    if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
-        raise ValueError(f"not a diffusers model directory (no model_index.json): {model}")
-    pipe = PromptDecomposePipeline.from_pretrained(model, revision=cfg.revision, variant=cfg.variant,
-                                                   cache_dir=cfg.cache_dir, decomposer=None)
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, None, "cpu", torch.float32, revision=cfg.revision,
+                         variant=cfg.variant, cache_dir=cfg.cache_dir)  # the modules move and cast below
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
         module = getattr(pipe, name)
         module.requires_grad_(False).eval()
@@ -415,8 +412,9 @@ def resolve_resume(cfg: TrainConfig) -> Path | None:
 @torch.no_grad()
 def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelerator, step: int) -> Path:
     "Render the validation prompt (composite + components), save the PNGs and log them to the trackers."
-    pipe = frozen.pipe
-    pipe.decomposer = accelerator.unwrap_model(decomposer)
+    # a pipeline over the frozen modules and this decomposer: nothing of frozen.pipe is swapped
+    pipe = PromptDecomposePipeline(**{**frozen.pipe.components, "decomposer": accelerator.unwrap_model(decomposer)})
+    pipe.set_progress_bar_config(disable=True)
     out = pipe.decompose(cfg.validation_prompt, generator=torch.Generator("cpu").manual_seed(cfg.seed or 0),
                          num_inference_steps=cfg.validation_inference_steps, height=cfg.resolution,
                          width=cfg.resolution, max_sequence_length=cfg.token_length)
@@ -602,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:
         print(f"lpd-train: {e}", file=sys.stderr)
         return 1
+    print(f"lpd-train: {metrics['global_step']} steps; model.safetensors, checkpoints and logs in {cfg.output_dir}",
+          file=sys.stderr)
     print(json.dumps(metrics))
     return 0
 

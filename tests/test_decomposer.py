@@ -170,12 +170,12 @@ def test_section_7_command_renders_what_the_original_renders(tiny_dir, tmp_path)
 
 def test_the_decomposer_follows_dtype(tiny_dir, tmp_path, monkeypatch):
     "--dtype bf16 casts the decomposer like the rest of the pipeline (the original kept it in fp32)."
-    import lpd.infer as infer
+    import lpd.pipeline as pipeline
 
     seen = []
-    real = infer.load_decomposer
-    monkeypatch.setattr(infer, "resolve_dtype", lambda name, device: torch.bfloat16)  # CPU would fall back to fp32
-    monkeypatch.setattr(infer, "load_decomposer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    real = pipeline.load_decomposer
+    monkeypatch.setattr(pipeline, "resolve_dtype", lambda name, device: torch.bfloat16)  # CPU would fall back to fp32
+    monkeypatch.setattr(pipeline, "load_decomposer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     argv = ["--pretrained_model_name_or_path", str(tiny_dir), "--prompt", "a red circle", "--output_dir",
             str(tmp_path), "--num_inference_steps", "2", "--dtype", "bf16", "--device", "cpu"]
     assert main(argv) == 0

@@ -60,9 +60,10 @@ def test_bf16_batches_images_and_decompose():
 def test_lpd_infer_on_cuda(tiny_dir, tmp_path, monkeypatch):
     "lpd-infer on CUDA in bf16: the decomposer is cast to bf16 with the rest of the pipeline."
     import lpd.infer as infer
+    import lpd.pipeline as pipeline
 
-    seen, real = [], infer.load_decomposer
-    monkeypatch.setattr(infer, "load_decomposer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    seen, real = [], pipeline.load_decomposer
+    monkeypatch.setattr(pipeline, "load_decomposer", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     args = ["--pretrained_model_name_or_path", str(tiny_dir), "--prompt", "a red lighthouse", "--output_dir",
             str(tmp_path), "--save_decompose", "--num_inference_steps", "2", "--dtype", "bf16", "--device", "cuda"]
     assert infer.main(args) == 0

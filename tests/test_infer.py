@@ -6,6 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
+from lpd.core import repo_root
 from lpd.infer import main
 
 
@@ -68,6 +69,9 @@ BAD_INPUTS = {  # name -> (flags to change, text the one-line error must contain
     "non-positive steps": (["--num_inference_steps", "0"], "--num_inference_steps must be positive"),
     "unknown dtype": (["--dtype", "int4"], "unknown dtype 'int4'"),
     "no prompt": (["--prompt", None], "give exactly one of --prompt and --prompt_file"),
+    "missing prompt file": (["--prompt", None, "--prompt_file", "/nonexistent/prompts.txt"], "prompt file not found"),
+    "unknown prompt id": (["--prompt", None, "--prompt_file", str(repo_root() / "data/prompts/long_prompts.jsonl"),
+                           "--prompt_id", "nope"], "--prompt_id 'nope' not in"),
 }
 
 
