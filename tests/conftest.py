@@ -12,16 +12,10 @@ from lpd.tiny import save_tiny, tiny_decomposer  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: needs real weights or a GPU; run with RUN_SLOW=1")
-
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("RUN_SLOW") == "1":
-        return
-    skip = pytest.mark.skip(reason="slow test: set RUN_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    config.addinivalue_line("markers", "slow: subprocesses, papermill, torchrun or long runs; the fast tier is "
+                                       "`pytest -m 'not slow'`")
+    config.addinivalue_line("markers", "gpu: needs CUDA (skipped without it); on a GPU machine "
+                                       "`pytest tests/test_gpu.py`")
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +41,14 @@ def identical_decomposer(num_components=4, num_tokens=16):
         latents = dec.mask_head.connector.latents  # (K, N, D)
         latents[:] = latents[0].clone()
     return dec
+
+
+@pytest.fixture(scope="session")
+def readme_run(tmp_path_factory):
+    "A fresh copy of the checkout where every shell block of the README ran (tests/readme_run.py)."
+    from readme_run import run_readme
+
+    dest = tmp_path_factory.mktemp("readme") / "checkout"
+    proc = run_readme(dest)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return dest

@@ -27,6 +27,7 @@ def foreign_lines(stderr: str) -> list[str]:
             and not line.startswith(("lpd-", "prompt "))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_commands_print_no_library_warnings(command, tmp_path):
     module, *args = COMMANDS[command]

@@ -8,6 +8,7 @@ from lpd.core import repo_root
 from lpd.eval import main
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_decomposer", [False, True])
 def test_tiny_on_32_long_prompts(tmp_path, tiny_dir, with_decomposer, capsys):
     "32 long shapes-world prompts: metrics near zero for random weights (the judge is not fooled by noise)."

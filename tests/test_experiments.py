@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import papermill
 import pytest
@@ -19,12 +20,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    "train -> eval (with the trained decomposer) -> report over both, each into its own run folder."
-    root = tmp_path_factory.mktemp("runs")
-    train = run_template("train", root / "train", {"max_train_steps": 4, "seed": 1})
-    evaluation = run_template("eval", root / "eval", {"decomposer_ckpt": str(train / "model"), "shapes_eval": 4})
-    report = run_template("report", root / "report", {"run_dirs": [str(train), str(evaluation)]})
+def runs(readme_run, tmp_path_factory):
+    "The README's study runs (train, then eval with its decomposer), and a report over both through run_template."
+    train = next((readme_run / "reports" / "runs").glob("*-tiny-s0"))
+    evaluation = train.with_name(train.name + "-eval")
+    report = run_template("report", tmp_path_factory.mktemp("report") / "report",
+                          {"run_dirs": [str(train), str(evaluation)]})
     return {"train": train, "eval": evaluation, "report": report}
 
 
@@ -36,24 +37,25 @@ def test_parameters_are_config_fields():
     assert all(p["help"] for p in params.values())  # every parameter documents itself
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["train", "eval", "report"])
 def test_run_folder(runs, name):
     run = runs[name]
     assert {f"{name}.ipynb", "params.json", "env.json", "metrics.json", "samples"} <= {p.name for p in run.iterdir()}
     params = json.loads((run / "params.json").read_text())
     env = json.loads((run / "env.json").read_text())
-    assert params["run_dir"] == str(run) and env["packages"]["torch"] and "device" in env
+    assert Path(params["run_dir"]).name == run.name and env["packages"]["torch"] and "device" in env
     metrics = json.loads((run / "metrics.json").read_text())
     expected = {"train": {"global_step", "final_loss", "first_loss", "last_loss", "num_skipped_rows"},
                 "eval": {"overall", "by_num_objects", "by_t5_tokens", "num_judged"},
                 "report": {"num_runs", "pages"}}[name]
     assert expected <= set(metrics), metrics.keys()
-    if name == "train":
-        assert params["max_train_steps"] == 4 and params["learning_rate"] == 1e-3  # resolved values, not overrides
-        assert metrics["global_step"] == 4
+    if name == "train":  # nbs/experiments/params/tiny.yaml over the template's defaults
+        assert params["max_train_steps"] == 30 and params["learning_rate"] == 1e-3 and params["center_crop"]
+        assert metrics["global_step"] == 30
         assert len(list((run / "samples").glob("validation_k*.png"))) == 4
     if name == "eval":
-        assert metrics["num_judged"] == 4 and len(list((run / "samples").glob("*_decomposition.json"))) == 2
+        assert metrics["num_judged"] == 8 and len(list((run / "samples").glob("*_decomposition.json"))) == 2
 
 
 def image_widths(page, tmp_path):
@@ -66,12 +68,12 @@ def image_widths(page, tmp_path):
     return json.loads(html.unescape(found.group(1)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_report_pages_render_in_chromium(runs, tmp_path):
     pages = json.loads((runs["report"] / "metrics.json").read_text())["pages"]
-    assert [p.rsplit("/", 1)[-1] for p in pages] == ["index.html", "train.html", "eval.html"]
-    from pathlib import Path
-
+    names = [f"{runs[k].name}.html" for k in ("train", "eval")]
+    assert [p.rsplit("/", 1)[-1] for p in pages] == ["index.html", *names]
     train_page, eval_page = Path(pages[1]), Path(pages[2])
     widths = image_widths(train_page, tmp_path)
     assert len(widths) == 4 and all(w > 0 for w in widths)  # loss, sheet, attention, similarity

@@ -1,6 +1,6 @@
 """bf16 on the GPU: the composition invariant, batches with and without CFG, lpd-infer, and the real-size
 SD3.5-Medium architecture (random weights). Skipped without CUDA; run on a GPU machine with
-`RUN_SLOW=1 python -m pytest -q tests/test_gpu.py`."""
+`python -m pytest -q -s tests/test_gpu.py`."""
 import pytest
 import torch
 from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -12,7 +12,7 @@ from lpd.tiny import tiny_components, tiny_decomposer
 
 from conftest import identical_decomposer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background"]
 KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
 
@@ -89,7 +89,6 @@ def test_the_originals_checkpoint_on_cuda(dtype, atol):
         torch.testing.assert_close(part.float(), io[f"component_{k}"], atol=atol, rtol=0)
 
 
-@pytest.mark.slow
 def test_real_size_sd35_medium_architecture_one_composite():
     "SD3.5-Medium transformer + VAE + reference-size decomposer (random weights, bf16): shapes, memory, finiteness."
     torch.manual_seed(0)
@@ -136,3 +135,18 @@ def test_real_size_sd35_medium_architecture_one_composite():
           f"tokens peak {decomposer_peak:.2f} GiB (with the transformer and VAE resident); "
           f"composite, batch 2 x 4 components x CFG at 512^2: peak {peak:.1f} GiB")
     assert peak < 40
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_gpu_training_script(tmp_path):
+    "tests/gpu/train_2gpu.sh, short: 1 GPU and 2 GPUs at the same global batch, disjoint shards on the 2 ranks."
+    import json
+    import subprocess
+
+    from lpd.core import repo_root
+
+    proc = subprocess.run(["bash", "tests/gpu/train_2gpu.sh", str(tmp_path), "20"], cwd=repo_root(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_processes_2gpu"] == 2 and summary["steps_where_ranks_shared_a_caption"] == 0

@@ -16,6 +16,7 @@ def base_args(tiny_dir, out_dir, prompt="a red lighthouse on a rocky shore"):
             "--height", "64", "--width", "64", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_module_entry_point_writes_composite_and_components(tiny_dir, tmp_path, long_prompts):
     "python -m lpd.infer with a 300+ word prompt writes compose.png and component_0..3.png."
     prompt = long_prompts["city_festival"]
@@ -99,6 +100,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tiny_dir, tmp_path, capsys):
     assert not (tmp_path / "out" / "compose.png").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_shell_has_no_traceback(tiny_dir, tmp_path):
     args = base_args(tiny_dir, tmp_path) + ["--decomposer_layers", "3"]
     proc = subprocess.run([sys.executable, "-m", "lpd.infer", *args], capture_output=True, text=True, timeout=300)

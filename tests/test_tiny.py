@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from diffusers import StableDiffusion3Pipeline
 
 from lpd.core import fixture_path
@@ -16,6 +18,7 @@ def test_t5_tokenizer_fixture_is_reproducible(tmp_path):
     assert built.read_bytes() == fixture_path("tokenizers", "t5", "spiece.model").read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_writes_a_stock_sd3_folder_with_a_decomposer(tmp_path):
     out = tmp_path / "tiny"
     proc = subprocess.run([sys.executable, "-m", "lpd.tiny", str(out)], capture_output=True, text=True, timeout=300)

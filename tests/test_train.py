@@ -30,6 +30,7 @@ def run_args(tiny_dir, out, steps, *extra):
                    str(steps), "--checkpointing_steps", "100", *extra]
 
 
+@pytest.mark.slow
 def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
     init = tmp_path / "init"
     tiny_decomposer(seed=0).save_pretrained(init)
@@ -82,6 +83,7 @@ def run_cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_killed_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny_dir):
     "SIGKILL while checkpoint-4 is being written: resume picks checkpoint-2 and the run ends at step 6."
     out = tmp_path / "run"
@@ -118,6 +120,7 @@ def test_killed_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny
         assert (tmp_path / "img" / "component_3.png").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path, tiny_dir):
     "6 steps in one go and 4 + resume to 6 give the same weights (data position, RNG and optimizer restored)."
     common = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--checkpointing_steps", "4",
@@ -131,6 +134,7 @@ def test_resume_continues_the_same_run(tmp_path, tiny_dir):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_holds_scalars_and_validation_images(tmp_path, tiny_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = run_args(tiny_dir, tmp_path, 2, "--report_to", "wandb", "--validation_steps", "2",
@@ -220,6 +224,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dir,
     assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_train_on_disjoint_shards(tmp_path, tiny_dir):
     "DDP on the CPU (gloo, via torchrun): 2 ranks, disjoint data in every step, one averaged loss curve."
     out = tmp_path / "ddp"

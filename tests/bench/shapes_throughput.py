@@ -1,7 +1,7 @@
 """Throughput of the shapes world on this machine: render + caption N scenes, judge M images.
-Prints a table and writes reports/shapes_throughput.json.
+Prints a table and writes reports/shapes_throughput.json (or OUT). tests/test_bench.py runs it small.
 
-    python tests/bench/shapes_throughput.py [N_SCENES] [N_JUDGED]
+    python tests/bench/shapes_throughput.py [N_SCENES] [N_JUDGED] [OUT]
 """
 import json
 import os
@@ -9,6 +9,7 @@ import platform
 import random
 import sys
 import time
+from pathlib import Path
 
 from lpd.core import repo_root
 from lpd.judge import judge_row
@@ -16,7 +17,7 @@ from lpd.shapes import DEFAULT_RESOLUTION, make_row, render_scene, sample_scene,
 from lpd.tiny import t5_tokenizer
 
 
-def main(n_scenes: int = 100_000, n_judged: int = 10_000) -> dict:
+def main(n_scenes: int = 100_000, n_judged: int = 10_000, out: str | None = None) -> dict:
     rng = random.Random(0)
     count = t5_counter(t5_tokenizer())
     t0 = time.perf_counter()
@@ -44,10 +45,11 @@ def main(n_scenes: int = 100_000, n_judged: int = 10_000) -> dict:
     task = "render + caption (T5 lengths)"
     print(f"{task:<32} {n_scenes:>8} {render_caption_s:>9.1f} {result['scenes_per_s']:>11.1f}")
     print(f"{'judge':<32} {n_judged:>8} {judge_s:>9.1f} {result['judged_per_s']:>11.1f}")
-    (repo_root() / "reports").mkdir(exist_ok=True)
-    (repo_root() / "reports" / "shapes_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(out) if out else repo_root() / "reports" / "shapes_throughput.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:3]), *sys.argv[3:4])

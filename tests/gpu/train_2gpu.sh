@@ -2,15 +2,13 @@
 # Two GPUs vs one at the same global batch, on the tiny SD3 and the fixture set (issue: training, item 6).
 # Runs 1 GPU x batch 8 (seeds 0 and 1, the second one to measure run-to-run noise) and 2 GPUs x batch 4
 # (seed 0), then tests/gpu/summarize_2gpu.py compares data shards and loss curves.
-# Usage, on a machine with 2 GPUs: bash tests/gpu/train_2gpu.sh OUT_DIR [STEPS]
+# Usage, on a machine with 2 GPUs: bash tests/gpu/train_2gpu.sh OUT_DIR [STEPS] (tests/test_gpu.py runs it short).
+# The tiny settings come from the one tiny profile, data/profiles/tiny.yaml.
 set -euo pipefail
 OUT=${1:-reports/train_2gpu}
 STEPS=${2:-300}
-F=data/fixtures/longalign
-COMMON=(--dataset_name $F --image_root $F --no_streaming --source_filter fixture --resolution 64 --center_crop
-        --num_tokens 16 --decomposer_heads 4 --decomposer_layers 2 --learning_rate 1e-3 --lr_warmup_steps 0
-        --report_to none --validation_steps 0 --max_train_steps "$STEPS" --checkpointing_steps 100000
-        --log_data_ids --component_dropout 0.1)
+COMMON=(--profile data/profiles/tiny.yaml --max_train_steps "$STEPS" --checkpointing_steps 100000
+        --validation_steps 0 --log_data_ids)
 python3 -c "from lpd.tiny import ensure_tiny; print(ensure_tiny())"
 run() {  # config, per-GPU batch, seed, name
   local t0=$SECONDS
