@@ -7,6 +7,8 @@ import pytest
 from lpd.core import repo_root
 from lpd.eval import main
 
+from conftest import tiny_train_args
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("with_decomposer", [False, True])
@@ -63,10 +65,8 @@ def test_shapes_dataset_trains_unchanged(tmp_path, tiny_dir):
     assert [r["split"] for r in rows] == ["train"] * 8 + ["eval"] * 4
     assert [r["source"] for r in rows] == ["shapes"] * 8 + ["shapes_eval"] * 4  # --source_filter shapes: train only
     assert not any('"shape": "circle", "colour": "red"' in r["scene"] for r in rows[:8])
-    args = ["--pretrained_model_name_or_path", str(tiny_dir), "--dataset_name", str(data / "captions.jsonl"),
-            "--image_root", str(data), "--no_streaming", "--source_filter", "shapes", "--resolution", "64",
-            "--train_batch_size", "4", "--num_tokens", "16", "--decomposer_heads", "4", "--decomposer_layers", "2",
-            "--report_to", "none", "--max_train_steps", "2", "--output_dir", str(tmp_path / "run"),
-            "--validation_steps", "0", "--checkpointing_steps", "100"]
+    args = tiny_train_args(pretrained_model_name_or_path=tiny_dir, dataset_name=data / "captions.jsonl",
+                           image_root=data, source_filter="shapes", max_train_steps=2, output_dir=tmp_path / "run",
+                           validation_steps=0, checkpointing_steps=100)
     assert train_main(args) == 0
     assert shapes_main([str(data), "--num_scenes", "1", "--holdout", "star:red"]) == 2

@@ -1,6 +1,5 @@
 """The papermill templates of nbs/experiments run end to end on the tiny SD3 and fill their run folders; the
 report's HTML page renders in headless Chromium with every image loaded."""
-import dataclasses
 import html
 import json
 import re
@@ -13,7 +12,6 @@ import pytest
 
 from lpd.core import repo_root
 from lpd.runs import run_template
-from lpd.train import TrainConfig
 
 TEMPLATES = repo_root() / "nbs" / "experiments"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,12 +27,17 @@ def runs(readme_run, tmp_path_factory):
     return {"train": train, "eval": evaluation, "report": report}
 
 
-def test_parameters_are_config_fields():
-    "papermill --help-notebook names: the train template's parameters are TrainConfig fields (plus run folder knobs)."
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+def test_train_template_parameters():
+    "papermill --help-notebook: the train template takes a profile and overrides, each parameter documented."
     params = papermill.inspect_notebook(str(TEMPLATES / "train.ipynb"))
-    assert set(params) - fields == {"run_dir", "sample_inference_steps"}
-    assert all(p["help"] for p in params.values())  # every parameter documents itself
+    assert set(params) == {"seed", "run_dir", "profile", "overrides", "sample_inference_steps"}
+    assert all(p["help"] for p in params.values())
+
+
+@pytest.mark.slow
+def test_unknown_override_is_named(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="not lpd-train settings: \\['max_steps'\\]"):
+        run_template("train", tmp_path / "run", {"overrides": {"max_steps": 4}})
 
 
 @pytest.mark.slow
@@ -50,7 +53,7 @@ def test_run_folder(runs, name):
                 "eval": {"overall", "by_num_objects", "by_t5_tokens", "num_judged"},
                 "report": {"num_runs", "pages"}}[name]
     assert expected <= set(metrics), metrics.keys()
-    if name == "train":  # nbs/experiments/params/tiny.yaml over the template's defaults
+    if name == "train":  # data/profiles/tiny.yaml, the template's default profile
         assert params["max_train_steps"] == 30 and params["learning_rate"] == 1e-3 and params["center_crop"]
         assert metrics["global_step"] == 30
         assert len(list((run / "samples").glob("validation_k*.png"))) == 4
@@ -84,11 +87,3 @@ def test_report_pages_render_in_chromium(runs, tmp_path):
                     "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,2000",
                     f"--screenshot={shot}", train_page.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
-
-
-@pytest.mark.parametrize("params", ["tiny", "sd35_medium_minimal"])
-def test_params_files_name_template_parameters(params):
-    import yaml
-
-    values = yaml.safe_load((TEMPLATES / "params" / f"{params}.yaml").read_text())
-    assert set(values) <= set(papermill.inspect_notebook(str(TEMPLATES / "train.ipynb")))

@@ -17,11 +17,10 @@ from lpd.infer import main as infer_main
 from lpd.tiny import tiny_decomposer
 from lpd.train import heldout_loss, load_frozen, main, parse_args, training_loss
 
+from conftest import tiny_train_args
+
 FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
-TINY = ["--dataset_name", str(FIXTURE), "--image_root", str(FIXTURE), "--no_streaming", "--source_filter", "fixture",
-        "--resolution", "64", "--center_crop", "--train_batch_size", "4", "--num_tokens", "16", "--decomposer_heads",
-        "4", "--decomposer_layers", "2", "--learning_rate", "1e-3", "--lr_warmup_steps", "0", "--report_to", "none",
-        "--seed", "0", "--validation_steps", "0", "--validation_inference_steps", "2", "--component_dropout", "0.1"]
+TINY = tiny_train_args(validation_steps=0, validation_inference_steps=2)  # data/profiles/tiny.yaml, no validation
 
 
 def run_args(tiny_dir, out, steps, *extra):
