@@ -5,13 +5,11 @@
 # %% ../nbs/06_data.ipynb #501f92ce
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import PIL.ImageDraw
 import torch
 import datasets
 from datasets import load_dataset
@@ -20,7 +18,7 @@ from .core import repo_root
 
 # %% auto #0
 __all__ = ['FIXTURE_DIR', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'LongCaptionDataset', 'collate_captions',
-           'render_fixture_set', 'fixture_heldout_batch']
+           'fixture_heldout_batch']
 
 # %% ../nbs/06_data.ipynb #22d8a66e
 _CAPTION_FALLBACKS = ("caption", "captions", "text", "prompt")
@@ -178,63 +176,7 @@ def collate_captions(samples: list[dict]) -> dict:
             "num_skipped": sum(s["skipped"] for s in samples)}
 
 # %% ../nbs/06_data.ipynb #8fec2fc3
-FIXTURE_DIR = "data/fixtures/longalign"
-_COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
-            "purple": (140, 60, 180), "orange": (245, 140, 30), "white": (245, 245, 245), "black": (20, 20, 20)}
-_BACKGROUNDS = {"light grey": (200, 200, 200), "pale blue": (170, 200, 235), "beige": (225, 210, 170),
-                "dark grey": (70, 70, 70)}
-_ROWS, _COLS = ["top", "middle", "bottom"], ["left", "center", "right"]
-_FILLER = ["The air feels calm and still.", "Everything is drawn with clean, flat colours.",
-           "The light is soft and even, without strong shadows.", "It looks like a page from a picture book.",
-           "Nothing else disturbs the quiet arrangement.", "The edges of every shape are crisp and sharp."]
-
-def _shape(draw, kind, box, colour):
-    x0, y0, x1, y1 = box
-    if kind == "circle":
-        draw.ellipse(box, fill=colour)
-    elif kind == "square":
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
-
-def _fixture_scene(rng: random.Random, size: int = 64) -> tuple[PIL.Image.Image, str]:
-    "One scene of 2-4 shapes on a 3x3 grid and its long caption."
-    bg_name = rng.choice(list(_BACKGROUNDS))
-    image = PIL.Image.new("RGB", (size, size), _BACKGROUNDS[bg_name])
-    draw, cell = PIL.ImageDraw.Draw(image), size / 3
-    objects = []
-    for r, c in rng.sample([(r, c) for r in range(3) for c in range(3)], rng.randint(2, 4)):
-        kind, colour = rng.choice(["circle", "square", "triangle"]), rng.choice(list(_COLOURS))
-        large = rng.random() < 0.5
-        m = cell * (0.08 if large else 0.25)
-        _shape(draw, kind, (c * cell + m, r * cell + m, (c + 1) * cell - m, (r + 1) * cell - m), _COLOURS[colour])
-        objects.append((kind, colour, "large" if large else "small", r, c))
-    sentences = [f"A simple picture of {len(objects)} shapes on a {bg_name} background."]
-    for kind, colour, sz, r, c in objects:
-        place = "the center" if (r, c) == (1, 1) else f"the {_ROWS[r]} {_COLS[c]}".replace("middle center", "center")
-        sentences.append(f"There is a {sz} {colour} {kind} in {place} of the image.")
-    (k1, c1, _, r1, q1), (k2, c2, _, r2, q2) = objects[:2]
-    if q1 != q2:
-        sentences.append(f"The {c1} {k1} is {'left' if q1 < q2 else 'right'} of the {c2} {k2}.")
-    if r1 != r2:
-        sentences.append(f"The {c1} {k1} is {'above' if r1 < r2 else 'below'} the {c2} {k2}.")
-    sentences += rng.sample(_FILLER, 3)
-    return image, " ".join(sentences)
-
-# %% ../nbs/06_data.ipynb #17d7c0cd
-def render_fixture_set(out_dir: str | Path | None = None, num_rows: int = 24, num_other: int = 2, seed: int = 0,
-                       size: int = 64) -> Path:
-    "Write `captions.jsonl` + `images/*.png` in the LongAlign schema (`num_other` rows get `source = other`)."
-    out_dir = Path(out_dir) if out_dir is not None else repo_root() / FIXTURE_DIR
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng, rows = random.Random(seed), []
-    for i in range(num_rows + num_other):
-        image, caption = _fixture_scene(rng, size)
-        image.save(out_dir / "images" / f"{i:03d}.png")
-        source = "fixture" if i < num_rows else "other"
-        rows.append({"caption": caption, "path": f"images/{i:03d}.png", "source": source})
-    (out_dir / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return out_dir
+FIXTURE_DIR = "data/fixtures/longalign"  # written by lpd.shapes.render_fixture_set
 
 # %% ../nbs/06_data.ipynb #417b9c5f
 def fixture_heldout_batch(resolution: int = 64) -> dict:

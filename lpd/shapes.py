@@ -15,14 +15,15 @@ from pathlib import Path
 import PIL.Image
 import PIL.ImageDraw
 
-from .core import running_as_script
+from .core import repo_root, running_as_script
+from .data import FIXTURE_DIR
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'SIZE_SCALE', 'ROWS', 'COLS', 'DEFAULT_RESOLUTION', 'PLACE',
            'OBJECT_TEMPLATES', 'RELATION_TEMPLATES', 'BACKGROUND_TEMPLATES', 'OPENING_TEMPLATES', 'FILLER', 'NUMBERS',
            'ShapeObject', 'Scene', 'sample_scene', 'shape_polygon', 'render_scene', 'word_counter', 't5_counter',
            'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption', 'make_row',
-           'write_shapes_dataset', 'main']
+           'write_shapes_dataset', 'render_fixture_set', 'main']
 
 # %% ../nbs/08_shapes.ipynb #3559ec00
 SHAPES = ("circle", "square", "triangle", "diamond", "rectangle")
@@ -272,6 +273,27 @@ def write_shapes_dataset(
         rows.append(row)
     with (out_dir / "captions.jsonl").open("a") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
+    return out_dir
+
+# %% ../nbs/08_shapes.ipynb #b1911f3e
+def render_fixture_set(
+    out_dir: str | Path | None = None,  # None: the checkout's data/fixtures/longalign
+    num_rows: int = 24,  # rows with source = fixture
+    num_other: int = 2,  # more rows with source = other (held out)
+    seed: int = 0,
+    resolution: int = 64,
+) -> Path:
+    "Write the fixture set: `captions.jsonl` (LongAlign schema + truth) and `images/<nnn>.png`."
+    out_dir = Path(out_dir) if out_dir is not None else repo_root() / FIXTURE_DIR
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng, rows = random.Random(f"fixture-{seed}"), []
+    for i in range(num_rows + num_other):
+        scene = sample_scene(rng, (2, 4))
+        row = make_row(scene, rng, "long", "train", token_range=(100, 250))  # lengths in words x 1.3
+        row.update(path=f"images/{i:03d}.png", id=f"fixture-{i:03d}", source="fixture" if i < num_rows else "other")
+        render_scene(scene, resolution).save(out_dir / row["path"])
+        rows.append(row)
+    (out_dir / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out_dir
 
 # %% ../nbs/08_shapes.ipynb #3a5098c3

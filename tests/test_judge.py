@@ -3,6 +3,7 @@ and corrupted renders caught >= 99% of the time. The figures are printed (pytest
 import random
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from lpd.judge import CORRUPTIONS, DEGRADATIONS, METRICS, corrupt, degrade, judge
@@ -61,3 +62,36 @@ def test_random_images_score_near_zero():
     scores = mean_scores(zip(images, prompts(20, seed=6, num_objects=(4, 9))))
     show("random pixels", scores)
     assert scores["presence"] < 0.05 and scores["location"] < 0.05
+
+
+def shifted_colours(image, scene, distance):
+    "Every object's colour moved by `distance` in RGB, in a direction that keeps it nearest to its own palette colour."
+    from lpd.judge import MAX_COLOUR_DISTANCE
+    from lpd.shapes import BACKGROUNDS, COLOURS
+
+    palette = np.array(list(COLOURS.values()) + list(BACKGROUNDS.values()), dtype=float)
+    arr = np.asarray(image).astype(float)
+    out = arr.copy()
+    for colour in {o.colour for o in scene.objects}:
+        c = np.array(COLOURS[colour], dtype=float)
+        for u in ((np.array(k) - 1) / np.linalg.norm(np.array(k) - 1) for k in np.ndindex(3, 3, 3) if k != (1, 1, 1)):
+            far = c + 1.3 * MAX_COLOUR_DISTANCE * u
+            own = np.linalg.norm(palette - (c + 0.85 * MAX_COLOUR_DISTANCE * u), axis=1).argmin() == \
+                list(COLOURS).index(colour)
+            alone = np.linalg.norm(palette - (c + 1.15 * MAX_COLOUR_DISTANCE * u), axis=1).min() > MAX_COLOUR_DISTANCE
+            if far.min() >= 0 and far.max() <= 255 and own and alone:
+                break
+        else:
+            raise AssertionError(f"no direction for {colour}")
+        out[(arr == c).all(-1)] = c + distance * u
+    return PIL.Image.fromarray(out.round().astype(np.uint8))
+
+
+def test_colour_tolerance_is_where_it_is_documented():
+    "Objects whose colour is off by 85% of MAX_COLOUR_DISTANCE are still found; at 115% they are not."
+    from lpd.judge import MAX_COLOUR_DISTANCE
+
+    cases = list(prompts(40, seed=7))
+    within = mean_scores((shifted_colours(render_scene(s), s, 0.85 * MAX_COLOUR_DISTANCE), (s, r)) for s, r in cases)
+    beyond = mean_scores((shifted_colours(render_scene(s), s, 1.15 * MAX_COLOUR_DISTANCE), (s, r)) for s, r in cases)
+    assert within["presence"] >= 0.99 and beyond["presence"] <= 0.01, (within, beyond)

@@ -144,3 +144,31 @@ def test_precomputed_encodings_need_no_text_encoders(pipes, tmp_path):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)  # saved tensors are contiguous: other kernels
     with pytest.raises(ValueError, match="needs a negative_prompt_encoding"):
         bare(prompt_encoding=enc, guidance_scale=4.5, **KW)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.5])
+def test_one_euler_step_composite_is_the_mean_of_its_components(guidance_scale):
+    "An Euler step is linear in the velocity: after one step the composite is exactly the mean of the components."
+    pipe = PromptDecomposePipeline(**tiny_components(), decomposer=tiny_decomposer())
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=1, height=64, width=64, max_sequence_length=64, guidance_scale=guidance_scale,
+              output_type="latent")
+    out = pipe.decompose(PROMPTS, generator=[gen(0), gen(1)], **kw)
+    mean = torch.stack(out.components).mean(0)
+    torch.testing.assert_close(out.composite, mean, atol=1e-5, rtol=0)
+    assert not torch.allclose(out.components[0], out.components[-1], atol=1e-5)  # the components differ
+
+
+def test_the_decomposer_reads_max_sequence_length_tokens_and_the_t5_mask():
+    "The pipeline encodes `max_sequence_length` T5 tokens and hands the decomposer their mask."
+    pipe = PromptDecomposePipeline(**tiny_components(), decomposer=tiny_decomposer(use_attention_mask=True))
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    pipe.decomposer.register_forward_hook(lambda module, args, kwargs, out: seen.append((args, kwargs)),
+                                          with_kwargs=True)
+    pipe(PROMPTS, max_sequence_length=24, num_inference_steps=1, height=64, width=64, guidance_scale=4.5,
+         generator=gen(), output_type="latent")
+    (t5, mask), _ = seen[-1]  # the prompt branch (the negative "" came first)
+    assert t5.shape[:2] == (2, 24) and mask.shape == (2, 24)
+    lengths = [len(pipe.tokenizer_3(p).input_ids) for p in PROMPTS]
+    assert mask.sum(1).tolist() == [min(n, 24) for n in lengths] and 0 < min(lengths) < 24

@@ -323,3 +323,59 @@ def test_the_originals_default_args_profiles_are_read(tmp_path):
     profile.write_text(json.dumps({"default_args": ["--num_tokens", "64", "--no_streaming", "--seed", "1"]}))
     cfg = parse_args(["--profile", str(profile), "--seed", "2"])
     assert (cfg.num_tokens, cfg.streaming, cfg.seed) == (64, False, 2)
+
+
+@pytest.fixture(scope="module")
+def frozen_tiny(tiny_dir):
+    cfg = parse_args(TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", "unused"])
+    return cfg, load_frozen(cfg, Accelerator(cpu=True))
+
+
+def test_timesteps_follow_the_sd3_density(frozen_tiny):
+    "sigma is drawn from the logit-normal density (spread over (0, 1)), and noisy = (1 - sigma) x0 + sigma noise."
+    from lpd.train import sample_noisy_latents
+
+    cfg, frozen = frozen_tiny
+    pixels = torch.rand(64, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, pixels, cfg,
+                                                                    torch.Generator().manual_seed(1))
+    shift = frozen.noise_scheduler.config.shift  # the scheduler's shift moves the median u = 0.5 to this sigma
+    s = sigmas.flatten()
+    assert 0 < s.min() and s.max() < 1 and s.std() > 0.1
+    assert abs(s.median() - shift * 0.5 / (1 + (shift - 1) * 0.5)) < 0.1
+    torch.testing.assert_close(timesteps.float(), s * 1000, atol=1e-2, rtol=0)
+    torch.testing.assert_close(noisy, (1 - sigmas) * latents + sigmas * noise)
+
+
+@pytest.mark.parametrize("precondition", [0, 1])
+def test_the_true_velocity_has_zero_loss(frozen_tiny, monkeypatch, precondition):
+    "A transformer that predicts the true velocity (noise - x0) gets loss 0: the targets and x0 = noisy - sigma v."
+    import dataclasses
+
+    from lpd.train import flow_matching_loss, sample_noisy_latents
+
+    cfg, frozen = frozen_tiny
+    cfg = dataclasses.replace(cfg, precondition_outputs=precondition)
+    batch = fixture_heldout_batch()
+    latents, noise, *_ = sample_noisy_latents(frozen, batch["pixel_values"], cfg, torch.Generator().manual_seed(3))
+    velocity = noise - latents
+
+    def oracle(hidden_states, **kwargs):  # every (component, sample) row gets its sample's true velocity
+        return (velocity.repeat(hidden_states.shape[0] // velocity.shape[0], 1, 1, 1),)
+
+    monkeypatch.setattr(frozen.pipe.transformer, "forward", oracle)
+    loss = training_loss(frozen, tiny_decomposer(), batch, cfg, batch["captions"], torch.Generator().manual_seed(3))
+    assert loss["diff"].item() < 1e-10
+    wrong = flow_matching_loss(-velocity, latents, noise, torch.full((2, 1, 1, 1), 0.5), precondition_outputs=1)
+    assert wrong["diff"].item() > 0.1  # and a wrong prediction is not free
+
+
+def test_every_decomposer_tensor_is_trained(tmp_path, tiny_dir):
+    "After two optimizer steps of lpd-train, every tensor of the decomposer has moved (the optimizer holds them all)."
+    from safetensors.torch import load_file
+
+    tiny_decomposer(seed=0).save_pretrained(tmp_path / "init")
+    assert main(run_args(tiny_dir, tmp_path / "run", 2, "--ckpt", str(tmp_path / "init"))) == 0
+    start, end = load_file(tmp_path / "init" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    frozen = [k for k in start if torch.equal(start[k], end[k])]
+    assert frozen == [], frozen
