@@ -159,7 +159,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = "",  # goes through the same decomposer (DESIGN.md, step 4)
+        negative_prompt: str | list[str] | None = "",  # goes through the same decomposer (method step 4)
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 28,
