@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import PIL.Image
 import PIL.ImageFilter
+import scipy.stats
 from scipy import ndimage
 
 from .shapes import BACKGROUNDS, COLOURS, SHAPES, SIZE_SCALE, Scene, ShapeObject
@@ -203,12 +204,11 @@ def bootstrap_ci(values, num_resamples: int = 1000, level: float = 0.95, seed: i
     "Mean and percentile-bootstrap interval of `values` (NaNs dropped): `(mean, low, high)`."
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return (float("nan"),) * 3
-    idx = np.random.default_rng(seed).integers(0, len(v), (num_resamples, len(v)))
-    means = v[idx].mean(1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    if len(v) < 2:  # no spread to resample
+        return (float(v.mean()) if len(v) else float("nan"),) * 3
+    ci = scipy.stats.bootstrap((v,), np.mean, n_resamples=num_resamples, confidence_level=level,
+                               method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return float(v.mean()), float(ci.low), float(ci.high)
 
 # %% ../nbs/09_judge.ipynb #dbd451aa
 def aggregate(

@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
 from transformers import T5TokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from safetensors import safe_open
 
@@ -34,24 +35,13 @@ __all__ = ['CLIP_BPE_FILE', 'T5_VOCAB_SIZE', 'TINY_T5_DIM', 'DEFAULT_TINY_DIR', 
 # %% ../nbs/02_tiny.ipynb #0df240b1
 CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
-def _bytes_to_unicode() -> dict[int, str]:
-    "GPT-2/CLIP reversible map from bytes to printable unicode characters."
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
 # %% ../nbs/02_tiny.ipynb #fa173e3d
 @lru_cache(maxsize=1)
 def _clip_vocab_dir() -> str:
     "Convert the CLIP BPE merges into `vocab.json` + `merges.txt` once per process."
     lines = gzip.open(fixture_path("tokenizers", CLIP_BPE_FILE)).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())  # GPT-2/CLIP's byte -> printable character map
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     folder = tempfile.mkdtemp(prefix="lpd-clip-vocab-")
