@@ -5,7 +5,6 @@
 # %% ../nbs/07_train.ipynb #2efb205c
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import hashlib
@@ -26,6 +25,7 @@ from diffusers import StableDiffusion3Pipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
 from .core import logger, running_as_script, save_json
 from .data import LongCaptionDataset, collate_captions, load_caption_rows
@@ -82,20 +82,18 @@ class TrainConfig:
     dataset_config_name: str | None = _f(None, "dataset config")
     train_data_dir: str | None = _f(None, "local dataset folder, used when --dataset_name is empty")
     dataset_split: str = _f("train", "dataset split (hub datasets)")
-    streaming: bool = _f(True, "stream the dataset (--no_streaming for local copies)", negative="no_streaming")
+    streaming: bool = _f(True, "stream the dataset (--no_streaming for local copies)")
     image_root: str | None = _f(None, "folder that the rows' `path` is relative to")
     path_column: str = _f("path", "column of relative image paths")
     source_column: str = _f("source", "column of source names")
     source_filter: str = _f("coco", "comma-separated sources to keep; * keeps all")
-    skip_missing_images: bool = _f(True, "skip and count rows whose image is missing or unreadable",
-                                   negative="no_skip_missing_images")
+    skip_missing_images: bool = _f(True, "skip and count rows whose image is missing or unreadable")
     image_column: str = _f("image", "column holding the image itself, if any")
     caption_column: str = _f("caption", "caption column (fallbacks: captions, text, prompt)")
     max_train_samples: int | None = _f(None, "use only the first N rows")
     resolution: int = _f(512, "training resolution (square)")
     center_crop: bool = _f(False, "center crop instead of a random crop")
-    shuffle: bool = _f(True, "seeded shuffle of the rows each epoch (--no_shuffle: stream order, as the original)",
-                       negative="no_shuffle")
+    shuffle: bool = _f(True, "seeded shuffle of the rows each epoch (--no_shuffle: stream order, as the original)")
     dataloader_num_workers: int = _f(0, "dataloader worker processes")
     # optimisation
     output_dir: str = _f("controlnet-model", "checkpoints, final model.safetensors, logs (the reference's default)")
@@ -147,19 +145,11 @@ class TrainConfig:
     hub_model_id: str | None = _f(None, "accepted for compatibility")
 
 # %% ../nbs/07_train.ipynb #b0d7ee1b
-def build_parser() -> argparse.ArgumentParser:
-    "The `lpd-train` parser, generated from `TrainConfig` (one flag per field, same name)."
-    p = argparse.ArgumentParser(prog="lpd-train", description="Train a prompt decomposer for SD3 (decomposer only).")
+def build_parser() -> HfArgumentParser:
+    "The `lpd-train` parser: a flag per `TrainConfig` field (`--no_<flag>` for those on by default), and `--profile`."
+    p = HfArgumentParser(TrainConfig, prog="lpd-train",
+                         description="Train a prompt decomposer for SD3 (decomposer only).")
     p.add_argument("--profile", default=None, help="JSON/YAML file of flags, merged under the command line")
-    for f in dataclasses.fields(TrainConfig):
-        meta, flag = f.metadata, f"--{f.name}"
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=f.default, help=meta["help"])
-            if "negative" in meta:
-                p.add_argument(f"--{meta['negative']}", dest=f.name, action="store_false", help=f"not --{f.name}")
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=f.default, help=meta["help"])
     return p
 
 def _read_profile(path: str) -> list[str]:
@@ -172,17 +162,10 @@ def _read_profile(path: str) -> list[str]:
         return [str(a) for a in data["default_args"]]
     if not isinstance(data, dict):
         raise ValueError(f"--profile {path} must hold a mapping of flags")
-    names = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    argv = []
-    for key, value in data.items():
-        if key not in names:
-            raise ValueError(f"--profile {path}: unknown setting {key!r}")
-        if isinstance(value, bool):
-            negative = names[key].metadata.get("negative")
-            argv += [f"--{key}"] if value else ([f"--{negative}"] if negative else [])
-        elif value is not None:
-            argv += [f"--{key}", str(value)]
-    return argv
+    unknown = set(data) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"--profile {path}: unknown setting(s) {sorted(unknown)}")
+    return [token for key, value in data.items() if value is not None for token in (f"--{key}", str(value))]
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     "Flags (and a `--profile` under them) -> `TrainConfig`."
@@ -191,9 +174,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     known, _ = parser.parse_known_args(argv)
     if known.profile:
         argv = _read_profile(known.profile) + argv  # later tokens win: the command line overrides the profile
-    args = vars(parser.parse_args(argv))
-    args.pop("profile")
-    return TrainConfig(**args)
+    cfg, _ = parser.parse_args_into_dataclasses(args=argv)  # the second holds --profile
+    return cfg
 
 # %% ../nbs/07_train.ipynb #106776e4
 def flow_matching_loss(

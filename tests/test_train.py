@@ -254,7 +254,7 @@ def test_shipped_profiles_parse(profile):
 def test_streaming_with_workers_mixed_precision_and_gradient_checkpointing(tmp_path, tiny_dir):
     args = run_args(tiny_dir, tmp_path, 2, "--dataloader_num_workers", "2", "--mixed_precision", "bf16",
                     "--gradient_checkpointing", "--lr_scheduler", "cosine", "--lr_warmup_steps", "1")
-    args.remove("--no_streaming")
+    args += ["--streaming"]  # over the tiny profile's streaming: false
     assert main(args) == 0
     assert json.loads((tmp_path / "train_config.json").read_text())["streaming"] is True
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
