@@ -18,7 +18,7 @@ from .core import repo_root
 
 # %% auto #0
 __all__ = ['FIXTURE_DIR', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'LongCaptionDataset', 'collate_captions',
-           'fixture_heldout_batch']
+           'BatchStream', 'check_data', 'fixture_heldout_batch']
 
 # %% ../nbs/06_data.ipynb #22d8a66e
 _CAPTION_FALLBACKS = ("caption", "captions", "text", "prompt")
@@ -174,6 +174,48 @@ def collate_captions(samples: list[dict]) -> dict:
     pixels = torch.stack([s["pixel_values"] for s in real]).contiguous() if real else None
     return {"pixel_values": pixels, "captions": [s["caption"] for s in real],
             "num_skipped": sum(s["skipped"] for s in samples)}
+
+# %% ../nbs/06_data.ipynb #913fc727
+class BatchStream:
+    "Endless batches over epochs; `epoch`/`consumed` locate the data for resume; `num_skipped` counts bad rows once."
+
+    def __init__(
+        self,
+        loader: torch.utils.data.DataLoader,  # over a LongCaptionDataset, with collate_captions
+        epoch: int = 0,  # where a resumed run continues
+        consumed: int = 0,  # batches of that epoch already trained on
+        no_rows_message=lambda num_skipped: f"no usable rows ({num_skipped} skipped)",  # the error, given the count
+    ):
+        self.loader, self.no_rows_message = loader, no_rows_message
+        self.epoch, self.consumed, self._skip = epoch, consumed, consumed
+        self.num_skipped = 0
+
+    def __iter__(self):
+        while True:
+            self.loader.dataset.set_epoch(self.epoch)
+            n = 0
+            for batch in self.loader:
+                n += batch["pixel_values"] is not None
+                if n <= self._skip:  # resuming: these batches were consumed before the checkpoint
+                    continue
+                if self.epoch == 0:  # later epochs meet the same bad rows again
+                    self.num_skipped += batch["num_skipped"]
+                if batch["pixel_values"] is None:
+                    continue
+                self.consumed = n
+                yield batch
+            if n == 0:
+                raise ValueError(self.no_rows_message(self.num_skipped))
+            self.epoch, self.consumed, self._skip = self.epoch + 1, 0, 0
+
+def check_data(dataset: LongCaptionDataset, no_rows_message) -> None:
+    "Fail fast, before any weights load, when this process's shard holds no usable row."
+    skipped = 0
+    for sample in dataset:
+        if sample["pixel_values"] is not None:
+            return
+        skipped += sample["skipped"]
+    raise ValueError(no_rows_message(skipped))
 
 # %% ../nbs/06_data.ipynb #8fec2fc3
 FIXTURE_DIR = "data/fixtures/longalign"  # written by lpd.shapes.render_fixture_set

@@ -50,13 +50,14 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/12_report.ipynb #dcf9071f
+# %% ../nbs/12_report.ipynb #c54b9383
 def _figure(width=8, height=3):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt, *plt.subplots(figsize=(width, height))
 
+# %% ../nbs/12_report.ipynb #e32335d4
 def plot_loss(log: list[dict], path: Path) -> Path:
     "Training loss (and `diff`/`kd`) per step, with a moving average."
     plt, fig, ax = _figure()
@@ -74,6 +75,7 @@ def plot_loss(log: list[dict], path: Path) -> Path:
     plt.close(fig)
     return path
 
+# %% ../nbs/12_report.ipynb #9d10b6a6
 def plot_attention(record: dict, path: Path, top: int = 6) -> Path:
     "A heat strip per component over the prompt's words, with the words it attends to most."
     scores = np.asarray(record["word_attention"])  # (K, W)
@@ -93,6 +95,7 @@ def plot_attention(record: dict, path: Path, top: int = 6) -> Path:
     plt.close(fig)
     return path
 
+# %% ../nbs/12_report.ipynb #ddb89d94
 def plot_similarity(record: dict, path: Path) -> Path:
     "Cosine similarity between the components' mean sub-prompt tokens."
     sim = np.asarray(record["similarity"])
@@ -111,6 +114,7 @@ def plot_similarity(record: dict, path: Path) -> Path:
     plt.close(fig)
     return path
 
+# %% ../nbs/12_report.ipynb #d2a004e1
 def decomposition_sheet(run_dir: Path, record: dict, path: Path) -> Path:
     "Composite next to each component, with the prompt (lpd.analysis.contact_sheet)."
     pid, samples = record["prompt_id"], run_dir / "samples"
@@ -119,11 +123,12 @@ def decomposition_sheet(run_dir: Path, record: dict, path: Path) -> Path:
     contact_sheet(composite, parts, record["prompt"], tile=192).save(path)
     return path
 
-# %% ../nbs/12_report.ipynb #bc349349
+# %% ../nbs/12_report.ipynb #b53f0121
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
+# %% ../nbs/12_report.ipynb #6fcfe820
 _STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}img{max-width:100%;"
           "display:block;margin:.5em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
           "font-size:13px}")
@@ -135,6 +140,7 @@ def _page(title: str, body: list[str]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style>{_CHECK}</head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
 
+# %% ../nbs/12_report.ipynb #2bec991c
 def _table(d: dict) -> str:
     def cell(v):
         return html.escape(v if isinstance(v, str) else json.dumps(v))
@@ -142,7 +148,7 @@ def _table(d: dict) -> str:
                    if not isinstance(v, (list, dict)))
     return f"<table>{rows}</table>"
 
-# %% ../nbs/12_report.ipynb #bcda8b0b
+# %% ../nbs/12_report.ipynb #10cfb80d
 def write_run_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     "PNGs and one self-contained `<run>.html` for a run folder."
     run = load_run(run_dir)
@@ -168,6 +174,7 @@ def write_run_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     page.write_text(_page(f"lpd run {run['name']}", body))
     return page
 
+# %% ../nbs/12_report.ipynb #77986603
 def build_reports(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
     "A page per run and `index.html` (a table of the runs' metrics, linking the pages)."
     out_dir = Path(out_dir)

@@ -9,8 +9,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +26,16 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from .core import logger, running_as_script, save_json
-from .data import LongCaptionDataset, collate_captions, load_caption_rows
+from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
+from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
 from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components, sub_prompts
 from .text import encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
-           'sample_noisy_latents', 'training_loss', 'heldout_loss', 'decomposer_from_config', 'load_frozen',
-           'build_dataloader', 'BatchStream', 'check_data', 'list_checkpoints', 'save_checkpoint', 'resolve_resume',
-           'validate', 'init_trackers', 'fit', 'main']
+           'decomposer_from_config', 'load_frozen', 'sample_noisy_latents', 'training_loss', 'heldout_loss',
+           'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -213,6 +211,29 @@ class Frozen:
     noise_scheduler: object  # a copy of the scheduler with its training timesteps and sigmas
     weight_dtype: torch.dtype
 
+# %% ../nbs/07_train.ipynb #2ee5abe7
+def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
+    "A new decomposer from the flags, or the one in `--ckpt` (lpd's or the original's; it must agree with the flags)."
+    flags = {flag: getattr(cfg, flag) for flag in DECOMPOSER_FLAGS}
+    if cfg.ckpt:
+        return load_decomposer(cfg.ckpt, text_dim, **flags)
+    return PromptDecomposer(**decomposer_kwargs(text_dim, **flags))
+
+def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
+    "Load SD3 once; freeze transformer, VAE and text encoders in the mixed-precision dtype."
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, None, "cpu", torch.float32, revision=cfg.revision,
+                         variant=cfg.variant, cache_dir=cfg.cache_dir)  # the modules move and cast below
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        module = getattr(pipe, name)
+        module.requires_grad_(False).eval()
+        dtype = torch.float32 if name == "vae" and cfg.upcast_vae else weight_dtype
+        module.to(accelerator.device, dtype)
+    if cfg.gradient_checkpointing:
+        pipe.transformer.enable_gradient_checkpointing()
+    pipe.set_progress_bar_config(disable=True)
+    return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype)
+
 # %% ../nbs/07_train.ipynb #d920e187
 def sample_noisy_latents(frozen: Frozen, pixel_values: torch.Tensor, cfg: TrainConfig,
                          generator: torch.Generator | None = None):
@@ -259,29 +280,6 @@ def heldout_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, repe
     return float(np.mean([training_loss(frozen, decomposer, batch, cfg, batch["captions"], generator)["loss"].item()
                           for _ in range(repeats)]))
 
-# %% ../nbs/07_train.ipynb #2ee5abe7
-def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
-    "A new decomposer from the flags, or the one in `--ckpt` (lpd's or the original's; it must agree with the flags)."
-    flags = {flag: getattr(cfg, flag) for flag in DECOMPOSER_FLAGS}
-    if cfg.ckpt:
-        return load_decomposer(cfg.ckpt, text_dim, **flags)
-    return PromptDecomposer(**decomposer_kwargs(text_dim, **flags))
-
-def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
-    "Load SD3 once; freeze transformer, VAE and text encoders in the mixed-precision dtype."
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    pipe = load_pipeline(cfg.pretrained_model_name_or_path, None, "cpu", torch.float32, revision=cfg.revision,
-                         variant=cfg.variant, cache_dir=cfg.cache_dir)  # the modules move and cast below
-    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
-        module = getattr(pipe, name)
-        module.requires_grad_(False).eval()
-        dtype = torch.float32 if name == "vae" and cfg.upcast_vae else weight_dtype
-        module.to(accelerator.device, dtype)
-    if cfg.gradient_checkpointing:
-        pipe.transformer.enable_gradient_checkpointing()
-    pipe.set_progress_bar_config(disable=True)
-    return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype)
-
 # %% ../nbs/07_train.ipynb #82003b34
 def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
     "This process's shard of the data as a `DataLoader` (not passed to `accelerator.prepare`: it is sharded already)."
@@ -308,87 +306,12 @@ def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
                                        generator=torch.Generator().manual_seed(cfg.seed or 0))
 
 # %% ../nbs/07_train.ipynb #b9e893ce
-class BatchStream:
-    "Endless batches over epochs; `epoch`/`consumed` locate the data for resume; `num_skipped` counts bad rows once."
-
-    def __init__(self, loader, cfg: TrainConfig, epoch: int = 0, consumed: int = 0):
-        self.loader, self.cfg = loader, cfg
-        self.epoch, self.consumed, self._skip = epoch, consumed, consumed
-        self.num_skipped = 0
-
-    def __iter__(self):
-        while True:
-            self.loader.dataset.set_epoch(self.epoch)
-            n = 0
-            for batch in self.loader:
-                n += batch["pixel_values"] is not None
-                if n <= self._skip:  # resuming: these batches were consumed before the checkpoint
-                    continue
-                if self.epoch == 0:  # later epochs meet the same bad rows again
-                    self.num_skipped += batch["num_skipped"]
-                if batch["pixel_values"] is None:
-                    continue
-                self.consumed = n
-                yield batch
-            if n == 0:
-                raise ValueError(_no_rows_message(self.cfg, self.num_skipped))
-            self.epoch, self.consumed, self._skip = self.epoch + 1, 0, 0
-
 def _no_rows_message(cfg: TrainConfig, num_skipped: int) -> str:
+    "What to say when this process's shard yields no usable row."
     if num_skipped:
         return (f"no usable training rows: all {num_skipped} rows were skipped (no caption, or no readable image "
                 f"under --image_root {cfg.image_root})")
     return f"no training rows left after --source_filter {cfg.source_filter!r} (dataset {cfg.dataset_name})"
-
-def check_data(dataset: LongCaptionDataset, cfg: TrainConfig) -> None:
-    "Fail fast, before any weights load, when this process's shard holds no usable row."
-    skipped = 0
-    for sample in dataset:
-        if sample["pixel_values"] is not None:
-            return
-        skipped += sample["skipped"]
-    raise ValueError(_no_rows_message(cfg, skipped))
-
-# %% ../nbs/07_train.ipynb #59b214b2
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    "Complete checkpoints (`checkpoint-<step>`), oldest first; temporary ones are never listed."
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
-
-def save_checkpoint(accelerator: Accelerator, decomposer, output_dir: str | Path, step: int, state: dict,
-                    total_limit: int | None = None) -> Path:
-    "Write `checkpoint-<step>` atomically: accelerate state + `model.safetensors` + config, then rename."
-    output_dir = Path(output_dir)
-    final, tmp = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run: never complete, never resumed from
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(decomposer).save_pretrained(tmp)  # config.json + model.safetensors
-        save_json(state, tmp / "train_state.json")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)  # the checkpoint exists only once it is complete
-        for old in list_checkpoints(output_dir)[: -total_limit or None] if total_limit else []:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-def resolve_resume(cfg: TrainConfig) -> Path | None:
-    "The checkpoint to resume from: `latest` (none yet: start fresh) or an explicit directory (must exist)."
-    if not cfg.resume_from_checkpoint:
-        return None
-    if cfg.resume_from_checkpoint == "latest":
-        found = list_checkpoints(cfg.output_dir)
-        if not found:
-            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {cfg.output_dir}, starting a new run")
-        return found[-1] if found else None
-    path = Path(cfg.resume_from_checkpoint)
-    path = path if path.is_dir() else Path(cfg.output_dir) / cfg.resume_from_checkpoint
-    if not (path / "train_state.json").is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint {cfg.resume_from_checkpoint}: not a complete checkpoint")
-    return path
 
 # %% ../nbs/07_train.ipynb #1fdcb2d1
 @torch.no_grad()
@@ -473,7 +396,7 @@ def fit(cfg: TrainConfig) -> dict:
     if cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     loader = build_dataloader(cfg, accelerator)
-    check_data(loader.dataset, cfg)
+    check_data(loader.dataset, lambda n: _no_rows_message(cfg, n))
     # 2. Frozen SD3 and the decomposer
     frozen = load_frozen(cfg, accelerator)
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
@@ -487,12 +410,12 @@ def fit(cfg: TrainConfig) -> dict:
     decomposer, optimizer, lr_scheduler = accelerator.prepare(decomposer, optimizer, lr_scheduler)
     # 3. Resume: weights, optimizer, scheduler, RNG states, step and data position
     state = dict(global_step=0, epoch=0, consumed=0, num_skipped_rows=0)
-    resume = resolve_resume(cfg)
+    resume = resolve_resume(cfg.resume_from_checkpoint, cfg.output_dir)
     if resume is not None:
         accelerator.load_state(str(resume))
-        state.update(json.loads((resume / "train_state.json").read_text()))
+        state.update(read_state(resume))
         logger.warning(f"resumed from {resume} at step {state['global_step']}")
-    stream = BatchStream(loader, cfg, state["epoch"], state["consumed"])
+    stream = BatchStream(loader, state["epoch"], state["consumed"], lambda n: _no_rows_message(cfg, n))
     stream.num_skipped = state["num_skipped_rows"]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
