@@ -15,7 +15,7 @@ from .analysis import contact_sheet
 from .core import running_as_script
 from .decomposer import DECOMPOSER_FLAGS
 from .pipeline import GUIDANCE_SCALE, load_pipeline, model_facts
-from .text import read_prompts
+from .text import check_max_sequence_length, read_prompts
 from .tiny import ensure_tiny
 
 # %% auto #0
@@ -80,8 +80,7 @@ def _check_args(args, facts: dict) -> None:
     "Raise `ValueError` naming the first bad flag."
     if args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps must be positive, got {args.num_inference_steps}")
-    if not 1 <= args.max_sequence_length <= 512:
-        raise ValueError(f"--max_sequence_length must be in [1, 512], got {args.max_sequence_length}")
+    check_max_sequence_length(args.max_sequence_length, "--max_sequence_length")
     for flag in ("height", "width"):
         value = getattr(args, flag)
         if value is not None and (value < 1 or value % facts["multiple"]):

@@ -22,7 +22,7 @@ from diffusers.utils import BaseOutput
 
 from .core import resolve_device, resolve_dtype
 from .decomposer import PromptDecomposer, load_decomposer
-from .text import PromptEncoding, encode_long_prompt
+from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 from .tiny import ensure_tiny
 
 # %% auto #0
@@ -128,8 +128,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         n = K if components is None else len(components)
         if component_weights is not None and len(component_weights) != n:
             raise ValueError(f"{len(component_weights)} component_weights for {n} components")
-        if not 1 <= max_sequence_length <= 512:
-            raise ValueError(f"max_sequence_length must be in [1, 512], got {max_sequence_length}")
+        check_max_sequence_length(max_sequence_length)
 
     def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None) -> torch.Tensor:
         "Decompose and build each sub-prompt `[CLIP ; component]`: `(K, B, 77 + N, D)` in the transformer's dtype."

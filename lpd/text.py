@@ -16,10 +16,16 @@ from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['logger', 'PromptEncoding', 'encode_long_prompt', 'read_prompts']
+__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'read_prompts']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
+MAX_T5_TOKENS = 512  # SD3.5's T5 context, and the original's --max_sequence_length / --token_length default
+
+def check_max_sequence_length(value: int, name: str = "max_sequence_length") -> None:
+    "The one check of a T5 token budget; `name` is how the caller's user spells it (a flag, an argument)."
+    if not 1 <= value <= MAX_T5_TOKENS:
+        raise ValueError(f"{name} must be in [1, {MAX_T5_TOKENS}], got {value}")
 
 # %% ../nbs/03_text.ipynb #7a30ac83
 @dataclass
@@ -59,8 +65,7 @@ def encode_long_prompt(
         raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
     if pipe.text_encoder_3 is None or pipe.tokenizer_3 is None:
         raise ValueError("the decomposer reads T5 states, but this pipeline was loaded without text_encoder_3")
-    if not 1 <= max_sequence_length <= 512:
-        raise ValueError(f"max_sequence_length must be in [1, 512], got {max_sequence_length}")
+    check_max_sequence_length(max_sequence_length)
     _report_truncation(pipe.tokenizer_3, prompts, max_sequence_length)
     embeds, _, pooled, _ = pipe.encode_prompt(  # CLIP truncates at 77 tokens, by design (lpd.core.LIBRARY_NOISE)
         prompt=prompts, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=num_images_per_prompt,

@@ -30,7 +30,7 @@ from .checkpoints import list_checkpoints, read_state, resolve_resume, save_chec
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
 from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components, sub_prompts
-from .text import encode_long_prompt
+from .text import check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
@@ -361,6 +361,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--resolution must be divisible by 8, got {cfg.resolution}")
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
+    check_max_sequence_length(cfg.token_length, "--token_length")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
