@@ -19,7 +19,7 @@ from .text import check_max_sequence_length, read_prompts
 from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['ORIGINAL_SIZE', 'build_parser', 'run', 'main']
+__all__ = ['ORIGINAL_SIZE', 'build_parser', 'render_size', 'run', 'main']
 
 # %% ../nbs/05_infer.ipynb #9ec02fc5
 ORIGINAL_SIZE = 512  # the original's --height/--width default
@@ -92,6 +92,10 @@ def _check_args(args, facts: dict) -> None:
             raise ValueError(f"--{flag} must be positive, got {value}")
 
 # %% ../nbs/05_infer.ipynb #d8c2f240
+def render_size(facts: dict) -> int:
+    "The default --height/--width: the original's 512, or the model's native size where that is smaller."
+    return min(ORIGINAL_SIZE, facts["default_size"])
+
 def _decomposer_flags(args) -> dict:
     "The decomposer flags of the command line (None = not given)."
     return {flag: getattr(args, flag) for flag in DECOMPOSER_FLAGS if hasattr(args, flag)}
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     ckpt = args.decomposer_ckpt or Path(model) / "decomposer"
     if args.decomposer_ckpt is None and not Path(ckpt).exists():
         raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder")
-    size = min(ORIGINAL_SIZE, facts["default_size"])
+    size = render_size(facts)
     # 2. Load SD3 with the decomposer, once, everything in --dtype
     pipe = load_pipeline(model, ckpt, args.device, args.dtype, **_decomposer_flags(args))
     # 3. Render: the composite, and each component from the same noise

@@ -180,3 +180,20 @@ def test_the_decomposer_follows_dtype(tiny_dir, tmp_path, monkeypatch):
             str(tmp_path), "--num_inference_steps", "2", "--dtype", "bf16", "--device", "cpu"]
     assert main(argv) == 0
     assert seen[0].dtype == torch.bfloat16
+
+
+def test_default_size_is_512_for_sd35_and_native_for_smaller_models(tmp_path, tiny_dir):
+    "SD3.5 Medium's configs (native 1024 px) give the original's 512; the tiny SD3 (native 64 px) gives 64."
+    from lpd.infer import render_size
+    from lpd.pipeline import model_facts
+
+    sd35 = tmp_path / "sd3.5-medium"
+    (sd35 / "transformer").mkdir(parents=True)
+    (sd35 / "vae").mkdir()
+    (sd35 / "model_index.json").write_text("{}")
+    (sd35 / "transformer" / "config.json").write_text(json.dumps(
+        {"_class_name": "SD3Transformer2DModel", "sample_size": 128, "patch_size": 2, "joint_attention_dim": 4096}))
+    (sd35 / "vae" / "config.json").write_text(json.dumps(
+        {"_class_name": "AutoencoderKL", "block_out_channels": [128, 256, 512, 512]}))
+    assert model_facts(sd35) == dict(multiple=16, text_dim=4096, default_size=1024)
+    assert render_size(model_facts(sd35)) == 512 and render_size(model_facts(tiny_dir)) == 64
