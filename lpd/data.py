@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 import datasets
+from accelerate import skip_first_batches
 from datasets import load_dataset
 
 from .core import repo_root
@@ -193,18 +194,18 @@ class BatchStream:
     def __iter__(self):
         while True:
             self.loader.dataset.set_epoch(self.epoch)
-            n = 0
-            for batch in self.loader:
-                n += batch["pixel_values"] is not None
-                if n <= self._skip:  # resuming: these batches were consumed before the checkpoint
-                    continue
+            # resuming: the batches consumed before the checkpoint are drawn and dropped (accelerate)
+            loader = skip_first_batches(self.loader, self._skip) if self._skip else self.loader
+            n, usable = self._skip, self._skip > 0
+            for batch in loader:
+                n += 1
+                self.consumed = n
                 if self.epoch == 0:  # later epochs meet the same bad rows again
                     self.num_skipped += batch["num_skipped"]
-                if batch["pixel_values"] is None:
-                    continue
-                self.consumed = n
-                yield batch
-            if n == 0:
+                if batch["pixel_values"] is not None:
+                    usable = True
+                    yield batch
+            if not usable:
                 raise ValueError(self.no_rows_message(self.num_skipped))
             self.epoch, self.consumed, self._skip = self.epoch + 1, 0, 0
 
