@@ -74,7 +74,8 @@ class TrainConfig:
     decomposer_heads: int = _f(32, "attention heads")
     decomposer_layers: int = _f(6, "Perceiver blocks")
     decomposer_attention_mask: bool = _f(False, "mask T5 padding in the decomposer (the method does not)")
-    token_length: int = _f(512, "T5 tokens encoded per caption")
+    max_sequence_length: int = _f(512, "T5 tokens encoded per caption (the original's --token_length)",
+                                  aliases=["--token_length"])
     # data
     dataset_name: str = _f("luping-liu/LongAlign", "hub dataset, or local folder / parquet / jsonl / csv")
     dataset_config_name: str | None = _f(None, "dataset config")
@@ -160,7 +161,9 @@ def _read_profile(path: str) -> list[str]:
         return [str(a) for a in data["default_args"]]
     if not isinstance(data, dict):
         raise ValueError(f"--profile {path} must hold a mapping of flags")
-    unknown = set(data) - {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names |= {a.lstrip("-") for f in dataclasses.fields(TrainConfig) for a in f.metadata.get("aliases", [])}
+    unknown = set(data) - names
     if unknown:
         raise ValueError(f"--profile {path}: unknown setting(s) {sorted(unknown)}")
     return [token for key, value in data.items() if value is not None for token in (f"--{key}", str(value))]
@@ -259,7 +262,7 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     pipe = frozen.pipe
     with torch.no_grad():
         latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch["pixel_values"], cfg, generator)
-        enc = encode_long_prompt(pipe, captions, max_sequence_length=cfg.token_length, device=latents.device)
+        enc = encode_long_prompt(pipe, captions, max_sequence_length=cfg.max_sequence_length, device=latents.device)
         teacher = None
         if cfg.precondition_outputs >= 2:  # the frozen model's own prediction with the full prompt
             full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(frozen.weight_dtype)
@@ -322,7 +325,7 @@ def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelera
     pipe.set_progress_bar_config(disable=True)
     out = pipe.decompose(cfg.validation_prompt, generator=torch.Generator("cpu").manual_seed(cfg.seed or 0),
                          num_inference_steps=cfg.validation_inference_steps, height=cfg.resolution,
-                         width=cfg.resolution, max_sequence_length=cfg.token_length)
+                         width=cfg.resolution, max_sequence_length=cfg.max_sequence_length)
     folder = Path(cfg.output_dir) / "validation" / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     images = [out.composite[0]] + [c[0] for c in out.components]
@@ -361,7 +364,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--resolution must be divisible by 8, got {cfg.resolution}")
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
-    check_max_sequence_length(cfg.token_length, "--token_length")
+    check_max_sequence_length(cfg.max_sequence_length, "--token_length")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")

@@ -311,8 +311,8 @@ SECTION_6 = """
 
 def test_the_originals_section_6_flags_parse_as_written():
     cfg = parse_args(SECTION_6.split())
-    assert (cfg.num_components, cfg.num_tokens, cfg.decomposer_heads, cfg.decomposer_layers, cfg.token_length) == (
-        4, 128, 32, 6, 512)
+    assert (cfg.num_components, cfg.num_tokens, cfg.decomposer_heads, cfg.decomposer_layers) == (4, 128, 32, 6)
+    assert cfg.max_sequence_length == 512  # --token_length, the original's name (parsing fails without the alias)
     assert (cfg.gradient_accumulation_steps, cfg.learning_rate, cfg.max_train_steps, cfg.wandb_entity) == (
         8, 1e-5, 2000, "<YOUR_WANDB_ENTITY>")
     assert cfg.dataset_name == "luping-liu/LongAlign" and cfg.streaming  # the original's data defaults
