@@ -49,10 +49,9 @@ def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
     assert [r["step"] for r in log] == list(range(1, 31)) and {"loss", "diff", "lr"} <= set(log[0])
 
 
-def test_only_the_decomposer_learns(tiny_dir):
+def test_only_the_decomposer_learns(frozen_tiny):
     "Transformer, VAE and the three text encoders get no gradient and do not change; the decomposer does."
-    cfg = parse_args(TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", "unused"])
-    frozen = load_frozen(cfg, Accelerator(cpu=True))
+    cfg, frozen = frozen_tiny
     parts = {n: getattr(frozen.pipe, n) for n in ("transformer", "vae", "text_encoder", "text_encoder_2",
                                                    "text_encoder_3")}
     before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in parts.items()}
