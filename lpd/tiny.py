@@ -30,7 +30,8 @@ from .decomposer import LATENTS_KEY, WEIGHTS_NAME, PromptDecomposer
 
 # %% auto #0
 __all__ = ['CLIP_BPE_FILE', 'T5_VOCAB_SIZE', 'TINY_T5_DIM', 'DEFAULT_TINY_DIR', 'clip_tokenizer', 'train_t5_spiece',
-           't5_tokenizer', 'tiny_components', 'tiny_decomposer', 'tiny_pipeline', 'save_tiny', 'ensure_tiny', 'main']
+           't5_tokenizer', 'tiny_text_encoders', 'tiny_components', 'tiny_decomposer', 'tiny_pipeline', 'save_tiny',
+           'ensure_tiny', 'main']
 
 # %% ../nbs/02_tiny.ipynb #0df240b1
 CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -129,6 +130,20 @@ def _clip_config(hidden_size: int = 32) -> CLIPTextConfig:
                           num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
                           hidden_act="gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
 
+def tiny_text_encoders(seed: int = 0) -> dict:
+    "SD3's three text encoders at a tiny size with random weights, and their tokenizers, deterministic from `seed`."
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_clip_config())
+    torch.manual_seed(seed + 1)  # CLIP-G: same shape, other weights
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config())
+    torch.manual_seed(seed)
+    text_encoder_3 = T5EncoderModel(T5Config(
+        vocab_size=T5_VOCAB_SIZE + 100, d_model=TINY_T5_DIM, d_ff=256, d_kv=32, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    return dict(text_encoder=text_encoder, tokenizer=clip_tokenizer(), text_encoder_2=text_encoder_2,
+                tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer())
+
 def tiny_components(seed: int = 0) -> dict:
     "The components of a tiny `StableDiffusion3Pipeline`, deterministic from `seed`."
     torch.manual_seed(seed)
@@ -142,18 +157,8 @@ def tiny_components(seed: int = 0) -> dict:
         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
         latent_channels=4, norm_num_groups=8, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
         shift_factor=0.0609, scaling_factor=1.5035)
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModelWithProjection(_clip_config())
-    torch.manual_seed(seed + 1)  # CLIP-G: same shape, other weights
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_config())
-    torch.manual_seed(seed)
-    text_encoder_3 = T5EncoderModel(T5Config(
-        vocab_size=T5_VOCAB_SIZE + 100, d_model=TINY_T5_DIM, d_ff=256, d_kv=32, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
-        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     return dict(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                text_encoder=text_encoder, tokenizer=clip_tokenizer(), text_encoder_2=text_encoder_2,
-                tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer())
+                **tiny_text_encoders(seed))
 
 # %% ../nbs/02_tiny.ipynb #7c2a086d
 def tiny_decomposer(seed: int = 0, **config) -> PromptDecomposer:

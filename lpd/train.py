@@ -34,8 +34,8 @@ from .text import check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
-           'decomposer_from_config', 'load_frozen', 'sample_noisy_latents', 'training_loss', 'heldout_loss',
-           'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
+           'decomposer_from_config', 'load_frozen', 'noise_latents', 'sample_noisy_latents', 'training_loss',
+           'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -238,22 +238,35 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
     return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype)
 
 # %% ../nbs/07_train.ipynb #d920e187
+def noise_latents(
+    latents: torch.Tensor,  # (B, C, h, w) clean, normalised latents
+    scheduler,  # a FlowMatchEulerDiscreteScheduler with its training timesteps (not one set for sampling)
+    weighting_scheme: str = "logit_normal",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    mode_scale: float = 1.29,
+    generator: torch.Generator | None = None,
+):
+    "Draw noise and timesteps with SD3's density: `(noise, noisy, timesteps, sigmas)`."
+    noise = torch.randn(latents.shape, generator=generator, device=generator.device if generator else None)
+    noise = noise.to(latents)
+    u = compute_density_for_timestep_sampling(weighting_scheme=weighting_scheme, batch_size=latents.shape[0],
+                                              logit_mean=logit_mean, logit_std=logit_std, mode_scale=mode_scale,
+                                              generator=generator)
+    indices = (u * scheduler.config.num_train_timesteps).long()
+    timesteps = scheduler.timesteps[indices].to(latents.device)
+    sigmas = scheduler.sigmas[indices].to(latents.device, latents.dtype).view(-1, 1, 1, 1)
+    noisy = (1.0 - sigmas) * latents + sigmas * noise
+    return noise, noisy, timesteps, sigmas
+
 def sample_noisy_latents(frozen: Frozen, pixel_values: torch.Tensor, cfg: TrainConfig,
                          generator: torch.Generator | None = None):
     "Encode images, draw noise and timesteps (SD3 density): `(latents, noise, noisy, timesteps, sigmas)`."
-    vae, sched = frozen.pipe.vae, frozen.noise_scheduler
+    vae = frozen.pipe.vae
     latents = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist.sample(generator)
     latents = ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(frozen.weight_dtype)
-    noise = torch.randn(latents.shape, generator=generator, device=generator.device if generator else None)
-    noise = noise.to(latents)
-    u = compute_density_for_timestep_sampling(weighting_scheme=cfg.weighting_scheme, batch_size=latents.shape[0],
-                                              logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
-                                              mode_scale=cfg.mode_scale, generator=generator)
-    indices = (u * sched.config.num_train_timesteps).long()
-    timesteps = sched.timesteps[indices].to(latents.device)
-    sigmas = sched.sigmas[indices].to(latents.device, latents.dtype).view(-1, 1, 1, 1)
-    noisy = (1.0 - sigmas) * latents + sigmas * noise
-    return latents, noise, noisy, timesteps, sigmas
+    return latents, *noise_latents(latents, frozen.noise_scheduler, cfg.weighting_scheme, cfg.logit_mean,
+                                   cfg.logit_std, cfg.mode_scale, generator)
 
 # %% ../nbs/07_train.ipynb #83b245dc
 def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, captions: list[str],
