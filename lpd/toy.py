@@ -35,8 +35,9 @@ from .train import noise_latents
 # %% auto #0
 __all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'COMMANDS', 'render_batch', 'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae',
            'set_latent_scale', 'roundtrip_scores', 'ToySD3Config', 'toy_transformer', 'toy_pipeline', 'tokenize',
-           'encode_ids', 'toy_training_set', 'toy_eval_rows', 'judge_pipeline', 'mean_scores', 'train_step',
-           'judge_sets', 'ema_weights', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
+           'encode_ids', 'training_scenes', 'toy_training_set', 'toy_eval_rows', 'judge_pipeline', 'mean_scores',
+           'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae',
+           'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -211,11 +212,16 @@ def encode_ids(pipe: StableDiffusion3Pipeline, ids: dict[str, torch.Tensor], t5_
     return torch.cat([clip, t5], dim=-2), torch.cat(pooled, dim=-1)
 
 # %% ../nbs/13_toy.ipynb #8d08fc01
+def training_scenes(cfg: ToySD3Config, rng: random.Random | None = None) -> list:
+    "The training set's scenes (drawn first, so they can be listed without rendering or captioning)."
+    rng = rng or random.Random(f"toy-sd3-train-{cfg.seed}")
+    return [sample_scene(rng, tuple(cfg.num_objects)) for _ in range(cfg.train_scenes)]
+
 @torch.no_grad()
 def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: torch.device) -> dict:
     "Latents `(S, 4, h, w)`, token ids, the empty caption's ids, and the scenes as JSON (to hold them out)."
     rng = random.Random(f"toy-sd3-train-{cfg.seed}")
-    scenes = [sample_scene(rng, tuple(cfg.num_objects)) for _ in range(cfg.train_scenes)]
+    scenes = training_scenes(cfg, rng)
     captions = [make_row(s, rng, "short", "train")["caption"] for s in scenes]
     vae, latents = pipe.vae.to(device), []
     for start in range(0, len(scenes), 1000):
@@ -316,11 +322,17 @@ def ema_weights(model: torch.nn.Module, ema: EMAModel):
 # %% ../nbs/13_toy.ipynb #1ccee79d
 CHECKPOINT_NAME = "checkpoint.pt"
 
+def compact_tokenizers(folder: str | Path) -> None:
+    "Rewrite each `tokenizer*/tokenizer.json` without indentation (transformers indents it: 3.6 MB per CLIP copy)."
+    for path in Path(folder).glob("tokenizer*/tokenizer.json"):
+        path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False, separators=(",", ":")))
+
 def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
-    "Save the pipeline in fp16, diffusers layout, no file above 15 MB."
+    "Save the pipeline in fp16, diffusers layout, no file above 15 MB, tokenizer files compact."
     half = {k: copy.deepcopy(v).to("cpu", torch.float16) if isinstance(v, torch.nn.Module) else v
             for k, v in pipe.components.items()}
     StableDiffusion3Pipeline(**half).save_pretrained(out_dir, max_shard_size="15MB")
+    compact_tokenizers(out_dir)
     return Path(out_dir)
 
 def fit_toy_sd3(cfg: ToySD3Config) -> dict:
@@ -348,7 +360,7 @@ def fit_toy_sd3(cfg: ToySD3Config) -> dict:
         opt.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])
         ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
+        gen.set_state(state["generator"].cpu())  # map_location moved it
         step = state["step"]
     ema.to(device)
     def minutes():
