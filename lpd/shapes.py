@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
     p.add_argument("--holdout", default="", help="shape:colour pairs kept out of training scenes, comma-separated")
     p.add_argument("--tokenizer", default=None, help="T5 tokenizer folder for caption lengths (default: the tiny one)")
+    p.add_argument("--num_objects", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="objects per scene (default: 4 9 for long, 1 3 for short)")
     args = p.parse_args(argv)
     try:
         holdout = {tuple(pair.split(":")) for pair in args.holdout.split(",") if pair}
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         from lpd.tiny import t5_tokenizer
         tokenizer = T5TokenizerFast.from_pretrained(args.tokenizer) if args.tokenizer else t5_tokenizer()
         out = write_shapes_dataset(args.out_dir, args.num_scenes, args.kind, args.split, args.seed, args.resolution,
-                                   holdout, t5_counter(tokenizer))
+                                   holdout, t5_counter(tokenizer), args.num_objects and tuple(args.num_objects))
     except (ValueError, OSError) as e:
         print(f"lpd-shapes: error: {e}", file=sys.stderr)
         return 2
