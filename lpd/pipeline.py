@@ -62,16 +62,18 @@ def predict_components(
     latents: torch.Tensor,  # (B, C, h, w) noisy latents
     timestep: torch.Tensor,  # () or (B,)
     embeds: torch.Tensor,  # (G, K, B, S, D) sub-prompt embeddings
-    pooled: torch.Tensor,  # (G, B, P) pooled CLIP embeddings
+    pooled: torch.Tensor,  # (G, B, P) pooled CLIP embeddings shared by the components, or (G, K, B, P) their own
 ) -> torch.Tensor:
     "The transformer's prediction for every (branch, component) pair, in one batch: `(G, K, B, C, h, w)`."
     G, K, B = embeds.shape[:3]
     timestep = timestep.expand(B) if timestep.ndim == 0 else timestep  # (B,)
+    if pooled.ndim == 3:
+        pooled = pooled[:, None].expand(G, K, *pooled.shape[1:])
     out = transformer(
         hidden_states=latents.repeat(G * K, 1, 1, 1),  # rows ordered (G, K, B)
         timestep=timestep.repeat(G * K),
         encoder_hidden_states=embeds.flatten(0, 2),  # (G*K*B, S, D)
-        pooled_projections=pooled[:, None].expand(G, K, *pooled.shape[1:]).flatten(0, 2),  # (G*K*B, P)
+        pooled_projections=pooled.flatten(0, 2),  # (G*K*B, P)
         return_dict=False,
     )[0]
     return out.view(G, K, *latents.shape)
@@ -104,15 +106,19 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         self.register_modules(decomposer=decomposer)
 
     def check_decompose_inputs(self, prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
-                               components, component_weights, max_sequence_length):
+                               components, component_weights, max_sequence_length, sub_prompts=None):
         "Raise `ValueError` naming the first bad argument."
-        if self.decomposer is None:
+        if sum(x is not None for x in (prompt, prompt_encoding, sub_prompts)) != 1:
+            raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
+        if sub_prompts is not None:
+            K = self._check_sub_prompts(sub_prompts)
+        elif self.decomposer is None:
             raise ValueError("no decomposer: pass decomposer=PromptDecomposer.from_pretrained(...) to from_pretrained")
-        if self.decomposer.config.width != self.transformer.config.joint_attention_dim:
+        elif self.decomposer.config.width != self.transformer.config.joint_attention_dim:
             raise ValueError(f"decomposer width {self.decomposer.config.width} != transformer "
                              f"joint_attention_dim {self.transformer.config.joint_attention_dim}")
-        if (prompt is None) == (prompt_encoding is None):
-            raise ValueError("pass exactly one of `prompt` and `prompt_encoding`")
+        else:
+            K = self.decomposer.config.num_components
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
         if isinstance(negative_prompt, list) and isinstance(prompt, list) and len(negative_prompt) != len(prompt):
@@ -122,13 +128,42 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"height and width must be divisible by {multiple} for this model, got {height}x{width}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be positive, got {num_inference_steps}")
-        K = self.decomposer.config.num_components
         if components is not None and (not components or any(not 0 <= k < K for k in components)):
             raise ValueError(f"components must be a non-empty list of indices in [0, {K}), got {components}")
         n = K if components is None else len(components)
         if component_weights is not None and len(component_weights) != n:
             raise ValueError(f"{len(component_weights)} component_weights for {n} components")
         check_max_sequence_length(max_sequence_length)
+
+    @staticmethod
+    def _check_sub_prompts(sub_prompts) -> int:
+        "The number of texts per prompt, the same for every prompt; `ValueError` otherwise."
+        if not isinstance(sub_prompts, list) or not sub_prompts or not all(
+                isinstance(t, list) and t and all(isinstance(s, str) for s in t) for t in sub_prompts):
+            raise ValueError(f"sub_prompts must be a non-empty list of non-empty lists of strings, got {sub_prompts!r:.80}")
+        counts = sorted({len(t) for t in sub_prompts})
+        if len(counts) > 1:
+            raise ValueError(f"every prompt needs the same number of sub_prompts, got {counts}")
+        return counts[0]
+
+    def text_embeds(self, sub_prompts: list[list[str]], negative_prompt, num_images_per_prompt: int = 1,
+                    max_sequence_length: int = 512, clip_skip: int | None = None):
+        "Each of the B x K texts encoded by the model's own encoders: `(G, K, B, 77 + T, D)`, pooled `(G, K, B, P)`."
+        B, K, n = len(sub_prompts), len(sub_prompts[0]), num_images_per_prompt
+        device, dtype = self._execution_device, self.transformer.dtype
+        enc = encode_long_prompt(self, [t for texts in sub_prompts for t in texts], n, max_sequence_length, device,
+                                 clip_skip)  # rows ordered (b, k, image)
+        def by_component(x):  # (B*K*n, ...) -> (K, B*n, ...): each component's rows in the batch's (b, image) order
+            return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
+        embeds = [by_component(torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1))]
+        pooled = [by_component(enc.pooled_embeds)]
+        if self.do_classifier_free_guidance:  # one negative per prompt, the same for each of its components
+            negative = negative_prompt if negative_prompt is not None else ""
+            neg = encode_long_prompt(self, [negative] * B if isinstance(negative, str) else negative, n,
+                                     max_sequence_length, device, clip_skip)
+            embeds.insert(0, torch.cat([neg.clip_embeds, neg.t5_embeds], dim=1).expand(K, *embeds[0].shape[1:]))
+            pooled.insert(0, neg.pooled_embeds.expand(K, *pooled[0].shape[1:]))
+        return torch.stack(embeds).to(dtype), torch.stack(pooled).to(dtype)
 
     def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None) -> torch.Tensor:
         "Decompose and build each sub-prompt `[CLIP ; component]`: `(K, B, 77 + N, D)` in the transformer's dtype."
@@ -149,6 +184,23 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         negative = negative_prompt if negative_prompt is not None else ""
         negative = [negative] * batch if isinstance(negative, str) else negative
         return enc, encode_long_prompt(self, negative, num_images_per_prompt, max_sequence_length, device, clip_skip)
+
+    def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
+                           num_images_per_prompt, max_sequence_length, clip_skip):
+        "... the decomposed prompt: encode (one path, lpd.text), then `(G, K, B, S, D)` embeds, `(G, B, P)` pooled."
+        if prompt_encoding is None:
+            prompt_encoding, negative_prompt_encoding = self.encode(
+                prompt, negative_prompt, self.do_classifier_free_guidance, num_images_per_prompt,
+                max_sequence_length, clip_skip)
+        elif self.do_classifier_free_guidance and negative_prompt_encoding is None:
+            raise ValueError("with guidance_scale > 1, a prompt_encoding needs a negative_prompt_encoding")
+        encodings = [prompt_encoding]
+        if self.do_classifier_free_guidance:
+            encodings = [negative_prompt_encoding, prompt_encoding]
+        encodings = [e.to(self._execution_device) for e in encodings]
+        embeds = torch.stack([self.sub_prompt_embeds(e, components) for e in encodings])
+        pooled = torch.stack([e.pooled_embeds.to(self.transformer.dtype) for e in encodings])
+        return embeds, pooled
 
     @property
     def do_classifier_free_guidance(self):
@@ -176,36 +228,33 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         component_weights: list[float] | None = None,  # composition weights; None = mean
         clip_skip: int | None = None,
         mu: float | None = None,
+        sub_prompts: list[list[str]] | None = None,  # per prompt, K texts to compose instead of decomposing a prompt
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
         Arguments follow [`StableDiffusion3Pipeline.__call__`]; `components=[k]` renders component k alone.
+        `sub_prompts` composes given texts instead, each encoded by the model's own encoders (no decomposer needed):
+        the linguistic-split baseline, e.g. `[deal_sentences(prompt, 4)]`.
         Returns a [`StableDiffusion3PipelineOutput`] (or a tuple with `return_dict=False`).
         """
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
         # 1. Check inputs
         self.check_decompose_inputs(prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
-                                    components, component_weights, max_sequence_length)
+                                    components, component_weights, max_sequence_length, sub_prompts)
         self._guidance_scale, self._clip_skip, self._interrupt = guidance_scale, clip_skip, False
         self._joint_attention_kwargs = None
         device = self._execution_device
 
-        # 2. Encode prompt and negative prompt (one path, lpd.text)
-        if prompt_encoding is None:
-            prompt_encoding, negative_prompt_encoding = self.encode(
-                prompt, negative_prompt, self.do_classifier_free_guidance, num_images_per_prompt,
-                max_sequence_length, clip_skip)
-        elif self.do_classifier_free_guidance and negative_prompt_encoding is None:
-            raise ValueError("with guidance_scale > 1, a prompt_encoding needs a negative_prompt_encoding")
-        encodings = [prompt_encoding]
-        if self.do_classifier_free_guidance:
-            encodings = [negative_prompt_encoding, prompt_encoding]
-        encodings = [e.to(device) for e in encodings]
-
-        # 3. Decompose: (G, K, B, S, D) sub-prompt embeddings, (G, B, P) pooled
-        embeds = torch.stack([self.sub_prompt_embeds(e, components) for e in encodings])
-        pooled = torch.stack([e.pooled_embeds.to(self.transformer.dtype) for e in encodings])
+        # 2-3. Sub-prompt embeddings (G, K, B, S, D) and pooled (G, B, P) or (G, K, B, P): given texts, or ...
+        if sub_prompts is not None:
+            if components is not None:
+                sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
+            embeds, pooled = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt, max_sequence_length,
+                                              clip_skip)
+        else:
+            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding, negative_prompt_encoding,
+                                                     components, num_images_per_prompt, max_sequence_length, clip_skip)
         B = embeds.shape[2]
 
         # 4. Prepare latent variables

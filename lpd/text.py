@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'read_prompts']
+__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'read_prompts',
+           'sentences', 'deal_sentences', 'leading_sentences']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
@@ -110,3 +112,26 @@ def read_prompts(path: str | Path) -> list[dict]:
     if len({r["id"] for r in rows}) != len(rows):
         raise ValueError(f"{path}: prompt ids are not unique")
     return rows
+
+# %% ../nbs/03_text.ipynb #4e6747a2
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+def sentences(text: str) -> list[str]:
+    "The sentences of `text`: split after `.`, `!` or `?` followed by white space."
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text.strip())) if s]
+
+def deal_sentences(text: str, k: int) -> list[str]:
+    "`k` texts: sentence i goes to group i mod k (a group is empty when `text` has fewer than k sentences)."
+    if k < 1:
+        raise ValueError(f"k must be a positive number of groups, got {k}")
+    groups = [[] for _ in range(k)]
+    for i, sentence in enumerate(sentences(text)):
+        groups[i % k].append(sentence)
+    return [" ".join(g) for g in groups]
+
+def leading_sentences(text: str, tokenizer, max_tokens: int) -> str:
+    "The most whole leading sentences within `max_tokens` tokens of `tokenizer` (its special tokens counted); at least one."
+    parts = sentences(text)
+    counts = [len(ids) for ids in tokenizer([" ".join(parts[: i + 1]) for i in range(len(parts))]).input_ids]
+    keep = max([1] + [i + 1 for i, n in enumerate(counts) if n <= max_tokens])
+    return " ".join(parts[:keep])
