@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from .core import running_as_script, save_json
-from .evaluate import evaluate, shapes_eval_prompts
+from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import GUIDANCE_SCALE, load_pipeline
+from .pipeline import GUIDANCE_SCALE, PromptDecomposePipeline, load_pipeline
 from .text import read_prompts
 from .tiny import ensure_tiny
 
@@ -38,22 +38,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn shapes-world prompts")
+    p.add_argument("--shapes_objects", type=int, nargs=2, default=(4, 9), metavar=("MIN", "MAX"),
+                   help="objects per drawn shapes-world prompt")
+    p.add_argument("--shapes_phrasing", default="eval", choices=["eval", "train"],
+                   help="phrasings of the drawn prompts: unseen in training (eval) or the training captions' own")
+    p.add_argument("--baseline", default="full", choices=BASELINES,
+                   help="without a decomposer: the whole prompt, its leading sentences, or its sentences split")
+    p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
+    p.add_argument("--split_components", type=int, default=4, help="--baseline split: texts per prompt")
     return p
 
 def run(args, pipe=None) -> dict:
     "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
     if (args.prompts is None) == (args.shapes_eval is None):
         raise ValueError("give exactly one of --prompts and --shapes_eval")
+    if args.decomposer_ckpt and args.baseline != "full":
+        raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
+                         "drop --decomposer_ckpt or the --baseline")
     model = args.pretrained_model_name_or_path or str(ensure_tiny())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
     if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
         pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
         pipe.set_progress_bar_config(disable=True)
-    rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(args.shapes_eval, args.seed,
-                                                                               pipe.tokenizer_3)
-    label = f"decomposer {Path(args.decomposer_ckpt).name}" if args.decomposer_ckpt else "SD3 baseline"
-    metrics = {"model": model, "decomposer": args.decomposer_ckpt,
+    if args.baseline == "split" and not isinstance(pipe, PromptDecomposePipeline):
+        pipe = PromptDecomposePipeline(**pipe.components)  # the same modules, composing given texts
+        pipe.set_progress_bar_config(disable=True)
+    rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(
+        args.shapes_eval, args.seed, pipe.tokenizer_3, tuple(args.shapes_objects), args.shapes_phrasing)
+    rows = baseline_rows(rows, args.baseline, pipe.tokenizer_3, args.leading_tokens, args.split_components)
+    label = f"decomposer {Path(args.decomposer_ckpt).name}" if args.decomposer_ckpt else f"SD3 ({args.baseline} prompt)"
+    metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline,
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
                           guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                           max_sequence_length=args.max_sequence_length)}

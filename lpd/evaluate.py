@@ -15,20 +15,53 @@ import torch
 
 from .judge import METRICS, aggregate, judge_row
 from .shapes import make_row, sample_scene, t5_counter
+from .text import deal_sentences, leading_sentences
 
 # %% auto #0
-__all__ = ['LENGTH_EDGES', 'shapes_eval_prompts', 'generate', 'judge_images', 'write_report', 'evaluate']
+__all__ = ['BASELINES', 'LENGTH_EDGES', 'shapes_eval_prompts', 'baseline_rows', 'generate', 'judge_images', 'write_report',
+           'evaluate']
 
 # %% ../nbs/09a_evaluate.ipynb #f76f6762
-def shapes_eval_prompts(n: int, seed: int = 0, tokenizer=None, num_objects: tuple[int, int] = (4, 9)) -> list[dict]:
-    "N shapes-world evaluation prompts: long captions in the evaluation phrasings, with the truth."
+def shapes_eval_prompts(
+    n: int,
+    seed: int = 0,
+    tokenizer=None,  # T5 tokenizer for caption lengths (default: words x 1.3)
+    num_objects: tuple[int, int] = (4, 9),  # 1-3 objects: short captions; more: long ones
+    phrasing: str = "eval",  # "eval": phrasings no training caption uses; "train": those of the training captions
+    held_out: set[str] | None = None,  # scenes (`Scene.to_json()`) that must not be drawn, e.g. a training set's
+) -> list[dict]:
+    "N shapes-world evaluation prompts with their truth: long captions (short ones for 1-3 objects)."
     rng = random.Random(f"eval-{seed}")
     count = t5_counter(tokenizer) if tokenizer is not None else None
+    kind = "short" if num_objects[1] <= 3 else "long"
     rows = []
-    for i in range(n):
-        row = make_row(sample_scene(rng, num_objects), rng, "long", "eval", count)
-        rows.append({**row, "id": f"shapes-{i:05d}", "prompt": row["caption"]})
+    while len(rows) < n:
+        scene = sample_scene(rng, num_objects)
+        if held_out is None or scene.to_json() not in held_out:
+            row = make_row(scene, rng, kind, phrasing, count)
+            rows.append({**row, "id": f"shapes-{len(rows):05d}", "prompt": row["caption"]})
     return rows
+
+# %% ../nbs/09a_evaluate.ipynb #e4a9ccf9
+BASELINES = ("full", "leading", "split")
+
+def baseline_rows(
+    rows: list[dict],
+    baseline: str = "full",
+    tokenizer=None,  # the model's T5 tokenizer (`leading`)
+    leading_tokens: int = 64,  # `leading`: the T5 budget, special tokens included
+    num_components: int = 4,  # `split`: texts per prompt
+) -> list[dict]:
+    "The rows as `baseline` presents them to the model: a shortened `prompt`, or `sub_prompts` to compose."
+    if baseline == "full":
+        return rows
+    if baseline == "leading":
+        if tokenizer is None:
+            raise ValueError("the leading-sentences baseline needs the model's T5 tokenizer")
+        return [{**r, "prompt": leading_sentences(r["prompt"], tokenizer, leading_tokens)} for r in rows]
+    if baseline == "split":
+        return [{**r, "sub_prompts": deal_sentences(r["prompt"], num_components)} for r in rows]
+    raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
 
 # %% ../nbs/09a_evaluate.ipynb #3286fb62
 def generate(pipe, rows: list[dict], out_dir: Path, seeds: list[int], batch_size: int = 4, **call) -> list[Path]:
@@ -39,7 +72,9 @@ def generate(pipe, rows: list[dict], out_dir: Path, seeds: list[int], batch_size
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             gens = [torch.Generator("cpu").manual_seed(seed) for _ in batch]  # same noise for a seed, any batch
-            images = pipe([r["prompt"] for r in batch], generator=gens, **call).images
+            texts = ({"sub_prompts": [r["sub_prompts"] for r in batch]} if "sub_prompts" in batch[0]
+                     else {"prompt": [r["prompt"] for r in batch]})  # a `split` baseline composes given texts
+            images = pipe(**texts, generator=gens, **call).images
             for r, image in zip(batch, images):
                 path = out_dir / "images" / r["id"] / f"seed{seed}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,9 @@ from diffusers.training_utils import EMAModel
 from transformers import HfArgumentParser
 
 from .core import resolve_device, running_as_script, save_json
+from .evaluate import shapes_eval_prompts
 from .judge import METRICS, judge, judge_row
-from .shapes import make_row, render_scene, sample_scene, t5_counter
+from .shapes import make_row, render_scene, sample_scene
 from .text import MAX_T5_TOKENS
 from .tiny import tiny_text_encoders
 from .train import noise_latents
@@ -35,9 +36,8 @@ from .train import noise_latents
 # %% auto #0
 __all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'COMMANDS', 'render_batch', 'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae',
            'set_latent_scale', 'roundtrip_scores', 'ToySD3Config', 'toy_transformer', 'toy_pipeline', 'tokenize',
-           'encode_ids', 'training_scenes', 'toy_training_set', 'toy_eval_rows', 'judge_pipeline', 'mean_scores',
-           'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae',
-           'main']
+           'encode_ids', 'training_scenes', 'toy_training_set', 'judge_pipeline', 'mean_scores', 'train_step',
+           'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -234,20 +234,6 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
             "scenes": [s.to_json() for s in scenes]}
 
 # %% ../nbs/13_toy.ipynb #59958791
-def toy_eval_rows(n: int, num_objects: tuple[int, int], phrasing: str = "train", held_out: set[str] | None = None,
-                  seed: int = 0, tokenizer=None) -> list[dict]:
-    "`n` prompt rows (1-3 objects: short captions; more: long ones) whose scenes are not in `held_out`."
-    rng = random.Random(f"toy-sd3-eval-{seed}-{num_objects}-{phrasing}")
-    kind = "short" if num_objects[1] <= 3 else "long"
-    count = t5_counter(tokenizer) if tokenizer is not None else None
-    rows = []
-    while len(rows) < n:
-        scene = sample_scene(rng, num_objects)
-        if held_out is None or scene.to_json() not in held_out:
-            row = make_row(scene, rng, kind, phrasing, count)
-            rows.append({**row, "id": f"{kind}-{phrasing}-{len(rows):05d}", "prompt": row["caption"]})
-    return rows
-
 @torch.no_grad()
 def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250, **call) -> tuple[list, list]:
     "Render each row once with `pipe` (from the noise of `seed`) and judge it: `(scores, images)`."
@@ -300,7 +286,7 @@ def judge_sets(pipe, cfg: ToySD3Config, held_out: set[str], names=tuple(EVAL_SET
     out = {}
     for name in names:
         objects, phrasing = EVAL_SETS[name]
-        rows = toy_eval_rows(cfg.eval_prompts, objects, phrasing, held_out, cfg.seed, pipe.tokenizer_3)
+        rows = shapes_eval_prompts(cfg.eval_prompts, cfg.seed, pipe.tokenizer_3, objects, phrasing, held_out)
         scores = judge_pipeline(pipe, rows, cfg.seed, **call)[0]
         counts = sorted({r["num_objects"] for r in rows})
         out[name] = {**mean_scores(scores), "by_num_objects": {

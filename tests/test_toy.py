@@ -8,9 +8,10 @@ from diffusers import AutoencoderKL
 from transformers import HfArgumentParser
 
 from lpd.core import repo_root
+from lpd.evaluate import shapes_eval_prompts
 from lpd.pipeline import load_pipeline
 from lpd.toy import (CHECKPOINT_NAME, ToySD3Config, ToyVAEConfig, fit_toy_sd3, judge_pipeline, mean_scores,
-                     roundtrip_scores, toy_eval_rows, training_scenes)
+                     roundtrip_scores, training_scenes)
 
 VAE = repo_root() / "data" / "toy-sd3" / "vae"
 
@@ -57,7 +58,7 @@ def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
     cfg = HfArgumentParser(ToySD3Config).parse_yaml_file(str(repo_root() / "data" / "profiles" / "toy_sd3.yaml"))[0]
     pipe = load_pipeline(TOY, None, "cpu", torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    rows = toy_eval_rows(24, (1, 3), "train", {s.to_json() for s in training_scenes(cfg)}, seed=1)
+    rows = shapes_eval_prompts(24, 1, None, (1, 3), "train", {s.to_json() for s in training_scenes(cfg)})
     scores = mean_scores(judge_pipeline(pipe, rows, seed=0, num_inference_steps=20, guidance_scale=4.5,
                                         max_sequence_length=64)[0])
     assert scores["presence"] >= 0.8 and scores["attributes"] >= 0.75 and scores["location"] >= 0.75, scores
