@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The toy length-generalization study (issue 10), stage by stage; every setting lives in data/profiles or below.
+# Run from the repository root on one GPU:  bash reports/toy-study/run.sh data|train NAME [flags]|eval [NAME...]
+#   data   the decomposers' training set: 20,000 long captions of 2-6 objects (training phrasings, 64 px)
+#   train  lpd-train --profile data/profiles/toy_decomposer.yaml into runs/toy-study/NAME (resumes from its latest
+#          checkpoint), e.g. `train n4` and `train n1 --num_components 1 --num_tokens 512`
+#   eval   lpd-eval of the base (full prompt, leading sentences, sentence split) and of the named decomposers on
+#          held-out long prompts of 2-9 objects: 240 prompts x 3 seeds in the training phrasings, 240 x 1 in the
+#          eval phrasings; one process per method, in parallel; results in runs/toy-study/eval/<method>-<phrasing>
+set -euo pipefail
+RUN=runs/toy-study
+MODEL=data/toy-sd3
+SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]}; shift
+
+case "$stage" in
+data)
+  lpd-shapes runs/shapes-long6 --num_scenes $SCENES --resolution 64 --tokenizer $MODEL/tokenizer_3 --num_objects 2 6
+  ;;
+train)
+  name=${1:?train needs a NAME}; shift
+  lpd-train --profile data/profiles/toy_decomposer.yaml --output_dir $RUN/$name --resume_from_checkpoint latest "$@"
+  ;;
+eval)
+  common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
+          --batch_size $PROMPTS --seed 1)
+  one() {  # method phrasing seeds [flags]
+    local method=$1 phrasing=$2 seeds=$3; shift 3
+    lpd-eval "${common[@]}" --shapes_eval $PROMPTS --shapes_phrasing "$phrasing" --seeds "$seeds" \
+      --output_dir $RUN/eval/$method-$phrasing "$@" > $RUN/eval/$method-$phrasing.log 2>&1
+  }
+  mkdir -p $RUN/eval
+  for phrasing in train eval; do
+    seeds=$([ $phrasing = train ] && echo 0,1,2 || echo 0)
+    one base-full $phrasing $seeds --baseline full &
+    one base-leading $phrasing $seeds --baseline leading --leading_tokens 64 &
+    one base-split $phrasing $seeds --baseline split --split_components 4 &
+    for name in "$@"; do
+      one "$name" $phrasing $seeds --decomposer_ckpt $RUN/$name &
+    done
+  done
+  wait
+  ;;
+*)
+  echo "unknown stage $stage" >&2; exit 2
+  ;;
+esac
