@@ -29,7 +29,11 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
                 + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['lpd', 'lpd.*']),
+    # data/ ships inside the package as lpd/assets: the embedded toy SD3, tokenizers, prompts, profiles
+    # (lpd.core.asset_path finds it in a checkout and in an install alike)
+    packages=setuptools.find_packages(include=['lpd', 'lpd.*']) + ['lpd.assets'],
+    package_dir={'lpd.assets': 'data'},
+    package_data={'lpd.assets': ['toy-sd3/**/*', 'tokenizers/**/*', 'prompts/*', 'profiles/*', 'accelerate/*']},
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements},

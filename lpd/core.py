@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'seed_everything', 'resolve_device', 'resolve_dtype',
-           'save_json', 'running_as_script', 'quiet_library_noise']
+__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'cache_home', 'seed_everything',
+           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
 def repo_root() -> Path:
@@ -31,6 +32,22 @@ def repo_root() -> Path:
 def fixture_path(*parts: str) -> Path:
     "A file under `tests/fixtures` of the checkout."
     return repo_root().joinpath("tests", "fixtures", *parts)
+
+def asset_path(*parts: str) -> Path:
+    "A file lpd ships: the checkout's `data/`, or the installed package's `lpd/assets/` (setup.py maps one to the other)."
+    try:
+        return repo_root().joinpath("data", *parts)
+    except FileNotFoundError:  # a regular (non-editable) install: no checkout above the package
+        return Path(__file__).resolve().parent.joinpath("assets", *parts)
+
+def cache_home() -> Path:
+    "Where lpd builds what it does not ship (the tiny SD3): `$LPD_CACHE`, else the checkout's `data/`, else `~/.cache/lpd`."
+    if os.environ.get("LPD_CACHE"):
+        return Path(os.environ["LPD_CACHE"])
+    try:
+        return repo_root() / "data"
+    except FileNotFoundError:
+        return Path.home() / ".cache" / "lpd"
 
 # %% ../nbs/00_core.ipynb #bef1cfa1
 def seed_everything(seed: int) -> None:

@@ -25,7 +25,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from safetensors import safe_open
 
-from .core import fixture_path, logger, repo_root, running_as_script
+from .core import asset_path, cache_home, logger, running_as_script
 from .decomposer import LATENTS_KEY, WEIGHTS_NAME, PromptDecomposer
 
 # %% auto #0
@@ -40,7 +40,7 @@ CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 @lru_cache(maxsize=1)
 def _clip_vocab_dir() -> str:
     "Convert the CLIP BPE merges into `vocab.json` + `merges.txt` once per process."
-    lines = gzip.open(fixture_path("tokenizers", CLIP_BPE_FILE)).read().decode("utf-8").split("\n")
+    lines = gzip.open(asset_path("tokenizers", CLIP_BPE_FILE)).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())  # GPT-2/CLIP's byte -> printable character map
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
@@ -98,7 +98,7 @@ def _t5_corpus(num_sentences: int = 20000, seed: int = 0) -> list[str]:
     words = [t[:-4] for t in json.loads(Path(_clip_vocab_dir(), "vocab.json").read_text())
              if t.endswith("</w>") and t[:-4].isalpha() and t[:-4].isascii() and len(t) > 6]
     lines += [" ".join(words[i : i + 16]) for i in range(0, len(words), 16)]  # breadth: any English word
-    prompts = repo_root() / "data" / "prompts" / "long_prompts.jsonl"
+    prompts = asset_path("prompts", "long_prompts.jsonl")
     lines += [json.loads(row)["prompt"] for row in prompts.read_text().splitlines() if row.strip()]
     return lines
 
@@ -120,7 +120,7 @@ def train_t5_spiece(out_file: str | Path, vocab_size: int = T5_VOCAB_SIZE) -> Pa
 
 def t5_tokenizer() -> T5TokenizerFast:
     "The tiny T5 tokenizer from the committed sentencepiece model (512 tokens, as SD3's `tokenizer_3`)."
-    return T5TokenizerFast.from_pretrained(str(fixture_path("tokenizers", "t5")), model_max_length=512)
+    return T5TokenizerFast.from_pretrained(str(asset_path("tokenizers", "t5")), model_max_length=512)
 
 # %% ../nbs/02_tiny.ipynb #2d7c6c92
 TINY_T5_DIM = 128  # joint_attention_dim; CLIP-L (32) + CLIP-G (32) = 64 < 128, zero-padded as in SD3 (2048 < 4096)
@@ -196,7 +196,7 @@ def save_tiny(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Pa
     return out_dir
 
 # %% ../nbs/02_tiny.ipynb #c7b7a720
-DEFAULT_TINY_DIR = "data/models/tiny-sd3"
+DEFAULT_TINY_DIR = "models/tiny-sd3"  # under `cache_home()`: data/models/tiny-sd3 in a checkout
 
 def _current_layout(folder: Path) -> bool:
     "Was `folder` built by this lpd? (lpd 0.1 wrote a decomposer of another architecture.)"
@@ -207,8 +207,8 @@ def _current_layout(folder: Path) -> bool:
         return False
 
 def ensure_tiny(out_dir: str | Path | None = None, seed: int = 0) -> Path:
-    "The tiny SD3 folder (default `data/models/tiny-sd3` in the checkout), built on first use, rebuilt if stale."
-    out_dir = Path(out_dir) if out_dir is not None else repo_root() / DEFAULT_TINY_DIR
+    "The tiny SD3 folder (default `cache_home()/models/tiny-sd3`), built on first use, rebuilt if stale."
+    out_dir = Path(out_dir) if out_dir is not None else cache_home() / DEFAULT_TINY_DIR
     stale = (out_dir / "model_index.json").exists() and not _current_layout(out_dir)
     if stale or not (out_dir / "model_index.json").exists():
         if stale:

@@ -7,7 +7,7 @@ import pytest
 
 from diffusers import StableDiffusion3Pipeline
 
-from lpd.core import fixture_path
+from lpd.core import asset_path
 from lpd.decomposer import PromptDecomposer
 from lpd.tiny import train_t5_spiece
 
@@ -15,7 +15,7 @@ from lpd.tiny import train_t5_spiece
 def test_t5_tokenizer_fixture_is_reproducible(tmp_path):
     "The committed spiece.model is exactly what train_t5_spiece builds (no hidden, unreproducible artifact)."
     built = train_t5_spiece(tmp_path / "spiece.model")
-    assert built.read_bytes() == fixture_path("tokenizers", "t5", "spiece.model").read_bytes()
+    assert built.read_bytes() == asset_path("tokenizers", "t5", "spiece.model").read_bytes()
 
 
 @pytest.mark.slow
