@@ -34,14 +34,14 @@ def fixture_path(*parts: str) -> Path:
     return repo_root().joinpath("tests", "fixtures", *parts)
 
 def asset_path(*parts: str) -> Path:
-    "A file lpd ships: the checkout's `data/`, or the installed package's `lpd/assets/` (setup.py maps one to the other)."
+    "A file lpd ships: in the checkout's `data/`, or in an installed package's `lpd/assets/` (setup.py maps it)."
     try:
         return repo_root().joinpath("data", *parts)
     except FileNotFoundError:  # a regular (non-editable) install: no checkout above the package
         return Path(__file__).resolve().parent.joinpath("assets", *parts)
 
 def cache_home() -> Path:
-    "Where lpd builds what it does not ship (the tiny SD3): `$LPD_CACHE`, else the checkout's `data/`, else `~/.cache/lpd`."
+    "Where lpd builds what it does not ship (the tiny SD3): `$LPD_CACHE`, the checkout's `data/`, or `~/.cache/lpd`."
     if os.environ.get("LPD_CACHE"):
         return Path(os.environ["LPD_CACHE"])
     try:

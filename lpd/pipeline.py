@@ -140,7 +140,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         "The number of texts per prompt, the same for every prompt; `ValueError` otherwise."
         if not isinstance(sub_prompts, list) or not sub_prompts or not all(
                 isinstance(t, list) and t and all(isinstance(s, str) for s in t) for t in sub_prompts):
-            raise ValueError(f"sub_prompts must be a non-empty list of non-empty lists of strings, got {sub_prompts!r:.80}")
+            raise ValueError(f"sub_prompts must be a non-empty list of non-empty lists of strings, "
+                             f"got {sub_prompts!r:.80}")
         counts = sorted({len(t) for t in sub_prompts})
         if len(counts) > 1:
             raise ValueError(f"every prompt needs the same number of sub_prompts, got {counts}")
@@ -253,8 +254,9 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             embeds, pooled = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt, max_sequence_length,
                                               clip_skip)
         else:
-            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding, negative_prompt_encoding,
-                                                     components, num_images_per_prompt, max_sequence_length, clip_skip)
+            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
+                                                     negative_prompt_encoding, components, num_images_per_prompt,
+                                                     max_sequence_length, clip_skip)
         B = embeds.shape[2]
 
         # 4. Prepare latent variables

@@ -20,8 +20,9 @@ from .core import running_as_script
 from .analysis import contact_sheet
 
 # %% auto #0
-__all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'write_run_report',
-           'build_reports', 'main']
+__all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'html_img',
+           'html_page', 'write_run_report', 'build_reports', 'sig3', 'load_study', 'plot_methods_by_bin',
+           'methods_table', 'attention_html', 'main']
 
 # %% ../nbs/12_report.ipynb #04527597
 def _json(path: Path):
@@ -124,7 +125,7 @@ def decomposition_sheet(run_dir: Path, record: dict, path: Path) -> Path:
     return path
 
 # %% ../nbs/12_report.ipynb #b53f0121
-def _img(path: Path, alt: str) -> str:
+def html_img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -136,7 +137,7 @@ _STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:
 _CHECK = ("<script>window.addEventListener('load',()=>{document.body.dataset.imageWidths="
           "JSON.stringify([...document.images].map(i=>i.naturalWidth))})</script>")
 
-def _page(title: str, body: list[str]) -> str:
+def html_page(title: str, body: list[str]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style>{_CHECK}</head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
 
@@ -158,20 +159,20 @@ def write_run_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     if run["metrics"].get("overall"):
         body += ["<h3>Shapes-world scores (all prompts)</h3>", _table(run["metrics"]["overall"])]
     if (Path(run_dir) / "metrics_by_bin.png").is_file():
-        body.append(_img(Path(run_dir) / "metrics_by_bin.png", "scores by object count"))
+        body.append(html_img(Path(run_dir) / "metrics_by_bin.png", "scores by object count"))
     if run["log"]:
-        body += ["<h2>Training loss</h2>", _img(plot_loss(run["log"], out / "loss.png"), "loss curve")]
+        body += ["<h2>Training loss</h2>", html_img(plot_loss(run["log"], out / "loss.png"), "loss curve")]
     for rec in run["decompositions"]:
         pid = rec["prompt_id"]
         body += [f"<h2>Prompt {html.escape(pid)}</h2>",
-                 _img(decomposition_sheet(Path(run_dir), rec, out / f"{pid}_sheet.png"), f"{pid} sheet"),
-                 _img(plot_attention(rec, out / f"{pid}_attention.png"), f"{pid} attention"),
-                 _img(plot_similarity(rec, out / f"{pid}_similarity.png"), f"{pid} similarity")]
+                 html_img(decomposition_sheet(Path(run_dir), rec, out / f"{pid}_sheet.png"), f"{pid} sheet"),
+                 html_img(plot_attention(rec, out / f"{pid}_attention.png"), f"{pid} attention"),
+                 html_img(plot_similarity(rec, out / f"{pid}_similarity.png"), f"{pid} similarity")]
     body += ["<h2>Parameters</h2>", _table(run["params"]), "<h2>Environment</h2>",
              _table({**run["env"].get("packages", {}), "git_commit": run["env"].get("git_commit"),
                      "device": run["env"].get("device")})]
     page = out / f"{run['name']}.html"
-    page.write_text(_page(f"lpd run {run['name']}", body))
+    page.write_text(html_page(f"lpd run {run['name']}", body))
     return page
 
 # %% ../nbs/12_report.ipynb #77986603
@@ -183,8 +184,79 @@ def build_reports(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]
     frame = runs_frame(run_dirs) if run_dirs else pd.DataFrame()
     links = "".join(f'<li><a href="{p.relative_to(out_dir)}">{html.escape(p.stem)}</a></li>' for p in pages)
     index = out_dir / "index.html"
-    index.write_text(_page("lpd runs", [f"<ul>{links}</ul>", frame.to_html(index=False, float_format="%.4f")]))
+    index.write_text(html_page("lpd runs", [f"<ul>{links}</ul>", frame.to_html(index=False, float_format="%.4f")]))
     return [index, *pages]
+
+# %% ../nbs/12_report.ipynb #46e60d10
+def sig3(x) -> str:
+    "A number with 3 significant digits (`nan` for a missing value)."
+    return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3g}"
+
+def load_study(results_dir: str | Path, methods: list[str], phrasing: str) -> dict[str, dict]:
+    "metrics.json of `<results_dir>/<method>-<phrasing>` for each method."
+    out = {}
+    for m in methods:
+        path = Path(results_dir) / f"{m}-{phrasing}" / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no results for method {m!r}, phrasing {phrasing!r}: {path} is missing")
+        out[m] = json.loads(path.read_text())
+    return out
+
+# %% ../nbs/12_report.ipynb #4215fde4
+def plot_methods_by_bin(study: dict[str, dict], labels: dict[str, str], path: Path, title: str = "",
+                        metrics=("presence", "attributes", "location", "spatial")) -> Path:
+    "One panel per metric: each method's score by object count, with its 95% bootstrap interval."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), sharey=True)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        for i, (method, m) in enumerate(study.items()):
+            bins = m["by_num_objects"]
+            x = np.array([b["bin"] for b in bins], dtype=float) + (i - len(study) / 2) * 0.06  # dodge
+            y = np.array([b[metric] for b in bins])
+            lo, hi = np.array([b[metric + "_ci"][0] for b in bins]), np.array([b[metric + "_ci"][1] for b in bins])
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", ms=3, capsize=2, label=labels.get(method, method))
+        ax.set(title=metric, xlabel="objects in the prompt", ylim=(-0.02, 1.02))
+        ax.set_xticks(sorted({b["bin"] for m in study.values() for b in m["by_num_objects"]}))
+    np.atleast_1d(axes)[0].set_ylabel("judge score")
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+def methods_table(study: dict[str, dict], labels: dict[str, str], groups=((2, 3), (4, 6), (7, 9)),
+                  metrics=("presence", "attributes", "location", "spatial")) -> pd.DataFrame:
+    "Per method: each metric over all prompts `score [lo, hi]`, and its mean over object-count groups."
+    rows = []
+    for method, m in study.items():
+        row = {"method": labels.get(method, method), "n": m["overall"]["n"]}
+        for metric in metrics:
+            lo, hi = m["overall"][metric + "_ci"]
+            row[metric] = f"{sig3(m['overall'][metric])} [{sig3(lo)}, {sig3(hi)}]"
+        for a, b in groups:  # the mean of the bins' scores, each bin weighted by its prompts
+            bins = [x for x in m["by_num_objects"] if a <= x["bin"] <= b]
+            n = sum(x["n"] for x in bins)
+            for metric in ("presence", "location"):
+                value = sum(x[metric] * x["n"] for x in bins) / n if n else float("nan")
+                row[f"{metric} {a}-{b}"] = sig3(value)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/12_report.ipynb #e824302d
+def attention_html(record: dict, top: int = 5) -> str:
+    "The prompt once per component, each word shaded by how much that component reads it (its own scale)."
+    scores, words = np.asarray(record["word_attention"]), record["words"]
+    blocks = []
+    for k, row in enumerate(scores):
+        norm = row / max(row.max(), 1e-12)
+        best = ", ".join(words[i] for i in np.argsort(-row)[:top])
+        spans = " ".join(f'<span style="background:rgba(230,80,0,{a:.2f})">{html.escape(w)}</span>'
+                         for w, a in zip(words, norm))
+        blocks.append(f"<p><b>k{k}</b> (most: {html.escape(best)})<br>{spans}</p>")
+    return "".join(blocks)
 
 # %% ../nbs/12_report.ipynb #ad56d5fe
 def main(argv: list[str] | None = None) -> int:

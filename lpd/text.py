@@ -130,7 +130,7 @@ def deal_sentences(text: str, k: int) -> list[str]:
     return [" ".join(g) for g in groups]
 
 def leading_sentences(text: str, tokenizer, max_tokens: int) -> str:
-    "The most whole leading sentences within `max_tokens` tokens of `tokenizer` (its special tokens counted); at least one."
+    "The most leading sentences within `max_tokens` tokens of `tokenizer` (special tokens counted); at least one."
     parts = sentences(text)
     counts = [len(ids) for ids in tokenizer([" ".join(parts[: i + 1]) for i in range(len(parts))]).input_ids]
     keep = max([1] + [i + 1 for i, n in enumerate(counts) if n <= max_tokens])

@@ -87,3 +87,33 @@ def test_report_pages_render_in_chromium(runs, tmp_path):
                     "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,2000",
                     f"--screenshot={shot}", train_page.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_study_template(tiny_dir, tmp_path):
+    "The study template on lpd-eval folders of the tiny SD3: curves, tables, sheets with word strips, its page."
+    from lpd.eval import main as lpd_eval
+
+    decomposer = tiny_dir / "decomposer"
+    methods = {"base-full": [], "base-split": ["--baseline", "split"], "dec": ["--decomposer_ckpt", str(decomposer)]}
+    for phrasing in ("train", "eval"):
+        for method, extra in methods.items():
+            assert lpd_eval(["--pretrained_model_name_or_path", str(tiny_dir), "--shapes_eval", "3",
+                             "--shapes_objects", "2", "4", "--num_inference_steps", "2", "--shapes_phrasing", phrasing,
+                             "--output_dir",
+                             str(tmp_path / "results" / f"{method}-{phrasing}"), *extra]) == 0
+    run = run_template("study", tmp_path / "study", {
+        "results_dir": str(tmp_path / "results"), "methods": ",".join(methods), "labels": "whole|split|decomposer",
+        "pretrained_model_name_or_path": str(tiny_dir), "decomposers": f"dec:{decomposer}", "sheet_sizes": "2,3,4",
+        "num_inference_steps": 2})
+    assert {"by_size_train.png", "by_size_eval.png", "table_train.csv", "table_eval.csv", "study.html",
+            "similarity.json"} <= {p.name for p in run.iterdir()}
+    table = (run / "table_train.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == ["whole", "split", "decomposer"]
+    sizes = {json.loads(line)["num_objects"] for line in (tmp_path / "results" / "base-full-train" / "prompts.jsonl")
+             .read_text().splitlines()}
+    sheets = sorted((run / "dec").glob("*_sheet.png"))
+    assert len(sheets) == len(sizes) and len(json.loads((run / "similarity.json").read_text())) == len(sizes)
+    page = (run / "study.html").read_text()
+    assert page.count("<img ") == 2 + 2 * len(sizes)  # two figures; a sheet and a similarity map per prompt
+    assert page.count("<b>k") == 4 * len(sizes)  # a word strip per component (the tiny decomposer has 4)
