@@ -13,7 +13,7 @@ from pathlib import Path
 from .core import running_as_script, save_json
 from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import GUIDANCE_SCALE, PromptDecomposePipeline, load_pipeline
+from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, load_pipeline
 from .text import read_prompts
 from .tiny import ensure_tiny
 
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without a decomposer: the whole prompt, its leading sentences, or its sentences split")
     p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
     p.add_argument("--split_components", type=int, default=4, help="--baseline split: texts per prompt")
+    p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
+                   help="with a decomposer or --baseline split: per_component (the original) or one shared pass")
     return p
 
 def run(args, pipe=None) -> dict:
@@ -55,6 +57,9 @@ def run(args, pipe=None) -> dict:
     if args.decomposer_ckpt and args.baseline != "full":
         raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
                          "drop --decomposer_ckpt or the --baseline")
+    composes = args.decomposer_ckpt or args.baseline == "split"
+    if args.negative_branch != "per_component" and not composes:
+        raise ValueError(f"--negative_branch {args.negative_branch} needs a decomposer or --baseline split")
     model = args.pretrained_model_name_or_path or str(ensure_tiny())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
@@ -72,7 +77,8 @@ def run(args, pipe=None) -> dict:
     metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline,
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
                           guidance_scale=args.guidance_scale, height=args.height, width=args.width,
-                          max_sequence_length=args.max_sequence_length)}
+                          max_sequence_length=args.max_sequence_length,
+                          **({"negative_branch": args.negative_branch} if composes else {}))}
     save_json(metrics, out / "metrics.json")
     return metrics
 

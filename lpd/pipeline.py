@@ -26,11 +26,12 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 from .tiny import ensure_tiny
 
 # %% auto #0
-__all__ = ['GUIDANCE_SCALE', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
+__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
            'PromptDecomposePipeline', 'model_facts', 'load_pipeline']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
+NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
 
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
@@ -147,24 +148,33 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"every prompt needs the same number of sub_prompts, got {counts}")
         return counts[0]
 
+    def plain_embeds(self, texts: list[str], num_images_per_prompt: int = 1, max_sequence_length: int = 512,
+                     clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "Texts as stock SD3 conditions on them: `[CLIP ; T5]` `(rows, 77 + T, D)` and pooled `(rows, P)`."
+        enc = encode_long_prompt(self, texts, num_images_per_prompt, max_sequence_length, self._execution_device,
+                                 clip_skip)
+        dtype = self.transformer.dtype
+        return torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype), enc.pooled_embeds.to(dtype)
+
+    @staticmethod
+    def _negatives(negative_prompt, batch: int) -> list[str]:
+        negative = negative_prompt if negative_prompt is not None else ""
+        return [negative] * batch if isinstance(negative, str) else list(negative)
+
     def text_embeds(self, sub_prompts: list[list[str]], negative_prompt, num_images_per_prompt: int = 1,
-                    max_sequence_length: int = 512, clip_skip: int | None = None):
+                    max_sequence_length: int = 512, clip_skip: int | None = None, with_negative: bool = True):
         "Each of the B x K texts encoded by the model's own encoders: `(G, K, B, 77 + T, D)`, pooled `(G, K, B, P)`."
         B, K, n = len(sub_prompts), len(sub_prompts[0]), num_images_per_prompt
-        device, dtype = self._execution_device, self.transformer.dtype
-        enc = encode_long_prompt(self, [t for texts in sub_prompts for t in texts], n, max_sequence_length, device,
-                                 clip_skip)  # rows ordered (b, k, image)
+        embeds, pooled = self.plain_embeds([t for texts in sub_prompts for t in texts], n, max_sequence_length,
+                                           clip_skip)  # rows ordered (b, k, image)
         def by_component(x):  # (B*K*n, ...) -> (K, B*n, ...): each component's rows in the batch's (b, image) order
             return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
-        embeds = [by_component(torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1))]
-        pooled = [by_component(enc.pooled_embeds)]
-        if self.do_classifier_free_guidance:  # one negative per prompt, the same for each of its components
-            negative = negative_prompt if negative_prompt is not None else ""
-            neg = encode_long_prompt(self, [negative] * B if isinstance(negative, str) else negative, n,
-                                     max_sequence_length, device, clip_skip)
-            embeds.insert(0, torch.cat([neg.clip_embeds, neg.t5_embeds], dim=1).expand(K, *embeds[0].shape[1:]))
-            pooled.insert(0, neg.pooled_embeds.expand(K, *pooled[0].shape[1:]))
-        return torch.stack(embeds).to(dtype), torch.stack(pooled).to(dtype)
+        embeds, pooled = [by_component(embeds)], [by_component(pooled)]
+        if with_negative and self.do_classifier_free_guidance:  # one negative per prompt, the same for its components
+            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B), n, max_sequence_length, clip_skip)
+            embeds.insert(0, neg.expand(K, *neg.shape))
+            pooled.insert(0, neg_pooled.expand(K, *neg_pooled.shape))
+        return torch.stack(embeds), torch.stack(pooled)
 
     def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None) -> torch.Tensor:
         "Decompose and build each sub-prompt `[CLIP ; component]`: `(K, B, 77 + N, D)` in the transformer's dtype."
@@ -187,16 +197,16 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         return enc, encode_long_prompt(self, negative, num_images_per_prompt, max_sequence_length, device, clip_skip)
 
     def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
-                           num_images_per_prompt, max_sequence_length, clip_skip):
+                           num_images_per_prompt, max_sequence_length, clip_skip, with_negative=True):
         "... the decomposed prompt: encode (one path, lpd.text), then `(G, K, B, S, D)` embeds, `(G, B, P)` pooled."
+        with_negative = with_negative and self.do_classifier_free_guidance
         if prompt_encoding is None:
             prompt_encoding, negative_prompt_encoding = self.encode(
-                prompt, negative_prompt, self.do_classifier_free_guidance, num_images_per_prompt,
-                max_sequence_length, clip_skip)
-        elif self.do_classifier_free_guidance and negative_prompt_encoding is None:
+                prompt, negative_prompt, with_negative, num_images_per_prompt, max_sequence_length, clip_skip)
+        elif with_negative and negative_prompt_encoding is None:
             raise ValueError("with guidance_scale > 1, a prompt_encoding needs a negative_prompt_encoding")
         encodings = [prompt_encoding]
-        if self.do_classifier_free_guidance:
+        if with_negative:
             encodings = [negative_prompt_encoding, prompt_encoding]
         encodings = [e.to(self._execution_device) for e in encodings]
         embeds = torch.stack([self.sub_prompt_embeds(e, components) for e in encodings])
@@ -230,12 +240,16 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         clip_skip: int | None = None,
         mu: float | None = None,
         sub_prompts: list[list[str]] | None = None,  # per prompt, K texts to compose instead of decomposing a prompt
+        negative_branch: str = "per_component",  # "shared": one unconditional pass for all components (K+1 passes)
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
         Arguments follow [`StableDiffusion3Pipeline.__call__`]; `components=[k]` renders component k alone.
         `sub_prompts` composes given texts instead, each encoded by the model's own encoders (no decomposer needed):
-        the linguistic-split baseline, e.g. `[deal_sentences(prompt, 4)]`.
+        the linguistic-split baseline, e.g. `[deal_sentences(prompt, 4)]`. With guidance, `negative_branch="shared"`
+        replaces the K negative sub-prompts (the original's layout, 2K passes a step) by one unconditional pass on
+        the negative prompt as stock SD3 encodes it, T5 padded to the sub-prompts' length (K + 1 passes): the
+        Composable-Diffusion form of the conjunction.
         Returns a [`StableDiffusion3PipelineOutput`] (or a tuple with `return_dict=False`).
         """
         height = height or self.default_sample_size * self.vae_scale_factor
@@ -243,21 +257,31 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         # 1. Check inputs
         self.check_decompose_inputs(prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
                                     components, component_weights, max_sequence_length, sub_prompts)
+        if negative_branch not in NEGATIVE_BRANCHES:
+            raise ValueError(f"negative_branch must be one of {NEGATIVE_BRANCHES}, got {negative_branch!r}")
         self._guidance_scale, self._clip_skip, self._interrupt = guidance_scale, clip_skip, False
         self._joint_attention_kwargs = None
         device = self._execution_device
 
         # 2-3. Sub-prompt embeddings (G, K, B, S, D) and pooled (G, B, P) or (G, K, B, P): given texts, or ...
+        shared = negative_branch == "shared" and self.do_classifier_free_guidance
         if sub_prompts is not None:
             if components is not None:
                 sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
             embeds, pooled = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt, max_sequence_length,
-                                              clip_skip)
+                                              clip_skip, with_negative=not shared)
         else:
             embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
                                                      negative_prompt_encoding, components, num_images_per_prompt,
-                                                     max_sequence_length, clip_skip)
-        B = embeds.shape[2]
+                                                     max_sequence_length, clip_skip, with_negative=not shared)
+        K, B = embeds.shape[1:3]
+        if shared:  # the rows become [unconditional ; K components] of one branch
+            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
+            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
+                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
+            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
+            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
+            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
 
         # 4. Prepare latent variables
         latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width,
@@ -271,6 +295,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for t in timesteps:
                 noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)
+                if shared:  # (1, 1 + K, ...) -> (2, K, ...): the one unconditional prediction serves every component
+                    noise_pred = torch.stack([noise_pred[0, :1].expand(K, *noise_pred.shape[2:]), noise_pred[0, 1:]])
                 noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 progress_bar.update()

@@ -49,6 +49,29 @@ def test_identical_components_reproduce_plain_sd3(pipes, guidance_scale, num_ima
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("num_images_per_prompt", [1, 2])
+def test_shared_negative_branch_is_one_plain_unconditional_pass(pipes, num_images_per_prompt):
+    """negative_branch="shared": with identical components, the stock SD3 pipeline given the negative as it encodes
+    it (T5 padded to the sub-prompts' length), batch 2; the transformer sees K + 1 rows per image, not 2K."""
+    ours, stock = pipes
+    enc, _ = ours.encode(PROMPTS, "", False, num_images_per_prompt, KW["max_sequence_length"])
+    neg, neg_pooled = ours.plain_embeds(["", ""], num_images_per_prompt, ours.decomposer.config.num_tokens)
+    ref = stock(prompt_embeds=ours.sub_prompt_embeds(enc)[0], pooled_prompt_embeds=enc.pooled_embeds,
+                negative_prompt_embeds=neg, negative_pooled_prompt_embeds=neg_pooled, guidance_scale=4.5,
+                generator=gen(), output_type="latent", num_inference_steps=3, height=64, width=64).images
+    rows = []
+    hook = ours.transformer.register_forward_hook(lambda m, args, kwargs, out: rows.append(kwargs["hidden_states"]
+                                                                                          .shape[0]), with_kwargs=True)
+    try:
+        got = ours(PROMPTS, num_images_per_prompt=num_images_per_prompt, guidance_scale=4.5, generator=gen(),
+                   output_type="latent", negative_branch="shared", **KW).images
+    finally:
+        hook.remove()
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    K = ours.decomposer.config.num_components
+    assert rows == [(K + 1) * 2 * num_images_per_prompt] * KW["num_inference_steps"]
+
+
 def test_invariant_fails_for_different_components(pipes):
     "The invariant is not vacuous: a decomposer with distinct components does not reproduce one of them."
     ours, stock = pipes
