@@ -117,3 +117,14 @@ def test_study_template(tiny_dir, tmp_path):
     page = (run / "study.html").read_text()
     assert page.count("<img ") == 2 + 2 * len(sizes)  # two figures; a sheet and a similarity map per prompt
     assert page.count("<b>k") == 4 * len(sizes)  # a word strip per component (the tiny decomposer has 4)
+
+
+@pytest.mark.slow
+def test_bench_template(tmp_path):
+    "The bench template at tiny scale on the CPU: the stamped JSON and table in the run folder and in out_dir."
+    run = run_template("bench", tmp_path / "run", {"scale": "tiny", "sizes": "64", "train_batches": "2",
+                                                   "compile": False, "warmup": 1, "iters": 2, "device": "cpu",
+                                                   "out_dir": str(tmp_path / "bench")})
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["scale"] == "tiny" and len(metrics["records"]) == 6
+    assert sorted(p.suffix for p in (tmp_path / "bench").iterdir()) == [".json", ".md"]
