@@ -23,8 +23,8 @@ def test_shapes_throughput_script(tmp_path):
 @pytest.mark.slow
 def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --out_dir."
-    proc = subprocess.run(["lpd-bench", "--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile",
-                           "--warmup", "1", "--iters", "2", "--device", "cpu", "--out_dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "lpd.bench", "--scale", "tiny", "--sizes", "64", "--train_batches", "2",
+                           "--no_compile", "--warmup", "1", "--iters", "2", "--device", "cpu", "--out_dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = sorted(p.name for p in tmp_path.iterdir())
@@ -33,5 +33,5 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     rows = {r["name"]: r for r in result["records"]}
     assert rows["step original"]["rows"] == 2 * rows["step shared"]["rows"] - 2  # 2K versus K + 1, K = 4
     assert "| step shared | eager | 64 | 5 |" in proc.stdout
-    bad = subprocess.run(["lpd-bench", "--sizes", "512,big"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--sizes", "512,big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "got '512,big'" in bad.stderr
