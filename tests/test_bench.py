@@ -23,8 +23,8 @@ def test_shapes_throughput_script(tmp_path):
 @pytest.mark.slow
 def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --out_dir."
-    args = ["--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile", "--warmup", "1", "--iters", "2",
-            "--device", "cpu", "--out_dir", str(tmp_path)]
+    args = ["--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile", "--warmup", "1", "--iters",
+            "2", "--device", "cpu", "--out_dir", str(tmp_path)]
     proc = subprocess.run([sys.executable, "-m", "lpd.bench", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = sorted(p.name for p in tmp_path.iterdir())
