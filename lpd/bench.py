@@ -17,14 +17,20 @@ import torch
 from diffusers import SD3Transformer2DModel
 from transformers import T5Config, T5EncoderModel
 
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
-from .pipeline import predict_components, sub_prompts
+from .evaluate import shapes_eval_prompts
+from .pipeline import PromptDecomposePipeline, predict_components, sub_prompts
+from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step', 'compile_blocks', 'run_bench',
-           'table', 'write_bench', 'main']
+__all__ = ['SCALES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step',
+           'compile_blocks', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'plot_memory',
+           'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -194,6 +200,11 @@ def table(result: dict) -> str:
     head = (f"{result['device']}, {result['scale']}, {result['dtype']}, batch {result['batch']}, "
             f"K = {result['components']} x {result['tokens']} tokens, T5 {result['t5_tokens']} tokens, "
             f"torch {result['torch']}")
+    long = result.get("long_generation")
+    if long:
+        lines += ["", f"long generation: {long['images']} prompts at {long['size']} px, {long['steps']} steps, "
+                      f"negative {long['negative_branch']}: {long['images_per_min']} images/min, allocated memory "
+                      f"growth after the first batch {long['allocated_growth_after_first_batch']}"]
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 def write_bench(result: dict, out_dir: str | Path) -> Path:
@@ -204,6 +215,78 @@ def write_bench(result: dict, out_dir: str | Path) -> Path:
     save_json(result, stem.with_suffix(".json"))
     stem.with_suffix(".md").write_text(table(result))
     return stem.with_suffix(".json")
+
+# %% ../nbs/14_bench.ipynb #90e071e9
+TRUE_SIZE_TEXT = dict(  # CLIP-L and CLIP-G text towers as SD3.5 uses them, and SD3's VAE
+    clip_l=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, projection_dim=768, max_position_embeddings=77, hidden_act="quick_gelu"),
+    clip_g=dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                num_attention_heads=20, projection_dim=1280, max_position_embeddings=77, hidden_act="gelu"),
+    vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+             latent_channels=16, shift_factor=0.0609, scaling_factor=1.5305, use_quant_conv=False,
+             use_post_quant_conv=False))
+
+def build_pipeline(scale: str, device, dtype) -> PromptDecomposePipeline:
+    "A whole PromptDecomposePipeline at `scale` with random weights (tiny: lpd.tiny's), in `dtype` on `device`."
+    if scale == "tiny":
+        pipe = PromptDecomposePipeline(**tiny_components(), decomposer=tiny_decomposer())
+    else:
+        spec = SCALES[scale]
+        with torch.device(device):
+            clip = [CLIPTextModelWithProjection(CLIPTextConfig(**TRUE_SIZE_TEXT[k], bos_token_id=49406,
+                                                               eos_token_id=49407, pad_token_id=1))
+                    for k in ("clip_l", "clip_g")]
+            pipe = PromptDecomposePipeline(
+                transformer=SD3Transformer2DModel(**spec["transformer"]),
+                vae=AutoencoderKL(**TRUE_SIZE_TEXT["vae"]), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                text_encoder=clip[0], text_encoder_2=clip[1], text_encoder_3=T5EncoderModel(T5Config(**spec["t5"])),
+                tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(pad_token="!"), tokenizer_3=t5_tokenizer(),
+                decomposer=PromptDecomposer(**spec["decomposer"]))
+    pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+@torch.no_grad()
+def long_generation(pipe, num_images: int = 500, batch_size: int = 10, every: int = 50, size: int = 512,
+                    num_inference_steps: int = 20, negative_branch: str = "shared", seed: int = 0) -> dict:
+    "Render `num_images` distinct long shapes-world prompts; allocated memory every `every` images, images/min."
+    rows = shapes_eval_prompts(num_images, seed, pipe.tokenizer_3)
+    device = pipe._execution_device
+    cuda = device.type == "cuda"
+    trace, start, done = [], time.perf_counter(), 0
+    for first in range(0, num_images, batch_size):
+        batch = [r["prompt"] for r in rows[first : first + batch_size]]
+        pipe(batch, height=size, width=size, num_inference_steps=num_inference_steps, negative_branch=negative_branch,
+             generator=torch.Generator("cpu").manual_seed(seed + first))
+        before, done = done, done + len(batch)
+        if done // every > before // every or done == num_images or first == 0:
+            if cuda:
+                torch.cuda.synchronize(device)
+            trace.append({"images": done, "seconds": round(time.perf_counter() - start, 2),
+                          "allocated_gib": round(torch.cuda.memory_allocated(device) / 2**30, 4) if cuda else None})
+    minutes = (time.perf_counter() - start) / 60
+    after_first = trace[0]["allocated_gib"]
+    growth = None if not cuda else round((trace[-1]["allocated_gib"] - after_first) / after_first, 5)
+    return {"images": num_images, "batch_size": batch_size, "size": size, "steps": num_inference_steps,
+            "negative_branch": negative_branch, "images_per_min": round(num_images / minutes, 2),
+            "allocated_growth_after_first_batch": growth, "trace": trace}
+
+def plot_memory(long: dict, path: Path) -> Path:
+    "Allocated memory against images rendered."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = [t["images"] for t in long["trace"]]
+    y = [t["allocated_gib"] if t["allocated_gib"] is not None else float("nan") for t in long["trace"]]
+    ax.plot(x, y, marker="o")
+    ax.set(xlabel="images rendered", ylabel="allocated GiB",
+           title=f"{long['images']} prompts, {long['images_per_min']} images/min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 # %% ../nbs/14_bench.ipynb #b2cc2436
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--out_dir", default=str(Path("reports") / "bench"))
+    p.add_argument("--long_generation", type=int, default=0, help="then render N distinct long prompts (0: skip)")
+    p.add_argument("--long_batch", type=int, default=10, help="prompts per pipeline call in --long_generation")
+    p.add_argument("--long_size", type=int, default=512, help="image size in --long_generation")
     args = p.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -229,8 +315,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype)
+    if args.long_generation:
+        device = resolve_device(args.device)
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+        pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype or ("bf16" if device.type == "cuda"
+                                                                                else "fp32"), device))
+        result["long_generation"] = long_generation(pipe, args.long_generation, args.long_batch,
+                                                    size=args.long_size)
     print(table(result))
-    print(write_bench(result, args.out_dir))
+    path = write_bench(result, args.out_dir)
+    if "long_generation" in result:
+        print(plot_memory(result["long_generation"], path.with_name(path.stem + "-memory.png")))
+    print(path)
     return 0
 
 # %% ../nbs/14_bench.ipynb #2dd20668

@@ -24,14 +24,17 @@ def test_shapes_throughput_script(tmp_path):
 def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --out_dir."
     args = ["--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile", "--warmup", "1", "--iters",
-            "2", "--device", "cpu", "--out_dir", str(tmp_path)]
+            "2", "--device", "cpu", "--out_dir", str(tmp_path), "--long_generation", "5", "--long_batch", "2",
+            "--long_size", "64"]
     proc = subprocess.run([sys.executable, "-m", "lpd.bench", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert len(written) == 2 and written[0].endswith("-cpu-tiny.json") and written[1].endswith("-cpu-tiny.md")
+    assert [w.split("-cpu-")[1] for w in written] == ["tiny-memory.png", "tiny.json", "tiny.md"]
+    written.pop(0)
     result = json.loads((tmp_path / written[0]).read_text())
     rows = {r["name"]: r for r in result["records"]}
     assert rows["step original"]["rows"] == 2 * rows["step shared"]["rows"] - 2  # 2K versus K + 1, K = 4
     assert "| step shared | eager | 64 | 5 |" in proc.stdout
+    assert [t["images"] for t in result["long_generation"]["trace"]] == [2, 5]  # the first batch, then the end
     bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--sizes", "512,big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "got '512,big'" in bad.stderr
