@@ -34,10 +34,11 @@ from .tiny import tiny_text_encoders
 from .train import noise_latents
 
 # %% auto #0
-__all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'COMMANDS', 'render_batch', 'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae',
-           'set_latent_scale', 'roundtrip_scores', 'ToySD3Config', 'toy_transformer', 'toy_pipeline', 'tokenize',
-           'encode_ids', 'training_scenes', 'toy_training_set', 'judge_pipeline', 'mean_scores', 'train_step',
-           'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
+__all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'to_images', 'ToyVAEConfig',
+           'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config', 'toy_transformer',
+           'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set', 'judge_pipeline',
+           'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3',
+           'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -322,11 +323,27 @@ def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
     compact_tokenizers(out_dir)
     return Path(out_dir)
 
+RESUMABLE_CHANGES = {"output_dir", "steps", "max_minutes", "device", "eval_every", "eval_prompts", "sampling_steps",
+                     "guidance_scale"}  # settings a resumed run may change; any other change is refused
+
+def _check_resume(cfg: ToySD3Config, out: Path) -> None:
+    "Refuse to resume a run folder whose checkpoint was trained with other settings (one line naming them)."
+    saved_file = out / "toy_sd3_config.json"
+    if not (out / CHECKPOINT_NAME).exists() or not saved_file.exists():
+        return
+    saved, now = json.loads(saved_file.read_text()), asdict(cfg)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        raise ValueError(f"{out} holds a checkpoint trained with other settings: "
+                         + ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+                         + " (use another --output_dir)")
+
 def fit_toy_sd3(cfg: ToySD3Config) -> dict:
     "Train (or resume) the toy SD3 in `cfg.output_dir`; judge it and save `model/` at every stop. Returns metrics."
     start, device = time.perf_counter(), resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out)
     save_json(asdict(cfg), out / "toy_sd3_config.json")
     torch.backends.cuda.matmul.allow_tf32 = True
     pipe = toy_pipeline(cfg).to(device)
@@ -423,7 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(config_class, prog=f"python -m lpd.toy {argv[0]}")
     parser.set_defaults(**settings)  # the file under the command line
     cfg = parser.parse_args_into_dataclasses(args=argv[2:])[0]
-    metrics = fit(cfg)
+    try:
+        metrics = fit(cfg)
+    except (ValueError, OSError) as e:
+        print(f"lpd.toy: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(metrics))
     print(f"lpd.toy {argv[0]}: written to {cfg.output_dir}")
     return 0

@@ -3,6 +3,7 @@ reconstructs held-out shapes-world scenes so that the judge reads them, its tran
 and a resumed training run equals an uninterrupted one."""
 import json
 
+import pytest
 import torch
 from diffusers import AutoencoderKL
 from transformers import HfArgumentParser
@@ -63,3 +64,14 @@ def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
                                         max_sequence_length=64)[0])
     assert scores["presence"] >= 0.8 and scores["attributes"] >= 0.75 and scores["location"] >= 0.75, scores
     assert all(f.stat().st_size < 16 * 2**20 for f in TOY.rglob("*") if f.is_file())
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    _tiny_run(tmp_path / "run", 1)
+    cfg = ToySD3Config(vae=str(VAE), output_dir=str(tmp_path / "run"), num_layers=1, num_attention_heads=1,
+                       train_scenes=32, steps=2, batch_size=8, t5_lengths=[8, 16], learning_rate=1e-2, warmup_steps=0,
+                       eval_prompts=2, sampling_steps=1, eval_every=100, device="cpu")
+    with pytest.raises(ValueError, match="batch_size 4 -> 8"):
+        fit_toy_sd3(cfg)
+    cfg.batch_size = 4
+    assert fit_toy_sd3(cfg)["step"] == 2  # steps, eval settings and the device may change
