@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The toy length-generalization study (issue 10), stage by stage; every setting lives in data/profiles or below.
-# Run from the repository root on one GPU:  bash reports/toy-study/run.sh data|train NAME [flags]|eval [NAME...]
+# Run from the repository root on one GPU:  bash reports/toy-study/run.sh STAGE [...]
 #   data   the decomposers' training set: 20,000 long captions of 2-6 objects (training phrasings, 64 px)
 #   train  lpd-train --profile data/profiles/toy_decomposer.yaml into runs/toy-study/NAME (resumes from its latest
 #          checkpoint), e.g. `train n4` and `train n1 --num_components 1 --num_tokens 512`
 #   eval   lpd-eval of the base (full prompt, leading sentences, sentence split) and of the named decomposers on
 #          held-out long prompts of 2-9 objects: 240 prompts x 3 seeds in the training phrasings, 240 x 1 in the
 #          eval phrasings; one process per method, in parallel; results in runs/toy-study/eval/<method>-<phrasing>
+#   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
+#   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
 RUN=runs/toy-study
 MODEL=data/toy-sd3
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|pack OUT|unpack DIR}; shift
 
 case "$stage" in
 data)
@@ -40,6 +42,20 @@ eval)
     done
   done
   wait
+  ;;
+pack)
+  out=${1:?pack needs an output folder}
+  (cd $RUN && find . \( -path './eval/*/images' -prune \) -o \( -path '*/checkpoint-*' -prune \) -o -type f \
+     \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.log' -o -name '*.safetensors' \) -print \
+     | tar cf - -T -) | split -b 15m - "$out/toy-study.tar."
+  ;;
+unpack)
+  dir=${1:?unpack needs the folder holding toy-study.tar.*}
+  tmp=$(mktemp -d) && cat "$dir"/toy-study.tar.* | tar xf - -C "$tmp"
+  mkdir -p reports/toy-study/results reports/toy-study/decomposers
+  cp -r "$tmp"/eval/* reports/toy-study/results/
+  for d in "$tmp"/*/; do [ "$(basename "$d")" = eval ] || cp -r "$d" reports/toy-study/decomposers/; done
+  rm -rf "$tmp"
   ;;
 *)
   echo "unknown stage $stage" >&2; exit 2
