@@ -191,10 +191,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         enc = encode_long_prompt(self, prompt, num_images_per_prompt, max_sequence_length, device, clip_skip)
         if not do_classifier_free_guidance:
             return enc, None
-        batch = 1 if isinstance(prompt, str) else len(prompt)
-        negative = negative_prompt if negative_prompt is not None else ""
-        negative = [negative] * batch if isinstance(negative, str) else negative
-        return enc, encode_long_prompt(self, negative, num_images_per_prompt, max_sequence_length, device, clip_skip)
+        negatives = self._negatives(negative_prompt, 1 if isinstance(prompt, str) else len(prompt))
+        return enc, encode_long_prompt(self, negatives, num_images_per_prompt, max_sequence_length, device, clip_skip)
 
     def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
                            num_images_per_prompt, max_sequence_length, clip_skip, with_negative=True):
