@@ -23,9 +23,10 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import PromptDecomposePipeline, predict_components, sub_prompts
+from .pipeline import PromptDecomposePipeline
+from .text import PromptEncoding
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
-from .train import flow_matching_loss
+from .train import composite_prediction, flow_matching_loss
 
 # %% auto #0
 __all__ = ['SCALES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step',
@@ -112,22 +113,21 @@ def layout_rows(layout: str, K: int, batch: int) -> int:
     return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1}[layout] * batch
 
 def training_step(m: dict, size: int, batch: int, device, dtype):
-    "A closure running one training step of lpd's functions (encodings given); fresh AdamW state per closure."
+    "A closure running one training step of lpd.train's functions (encodings given); fresh AdamW per closure."
     dec, tf, spec = m["decomposer"].train(), m["transformer"], m["spec"]
     opt = torch.optim.AdamW(dec.parameters(), lr=1e-5)
     D, side = tf.config.joint_attention_dim, size // spec["vae_factor"]
-    t5 = torch.randn(batch, spec["t5_tokens"], D, device=device, dtype=dtype)
-    clip = torch.randn(batch, 77, D, device=device, dtype=dtype)
-    pooled = torch.randn(1, batch, tf.config.pooled_projection_dim, device=device, dtype=dtype)
+    enc = PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
+                         t5_embeds=torch.randn(batch, spec["t5_tokens"], D, device=device, dtype=dtype),
+                         t5_mask=torch.ones(batch, spec["t5_tokens"], device=device, dtype=torch.long),
+                         pooled_embeds=torch.randn(batch, tf.config.pooled_projection_dim, device=device, dtype=dtype))
     latents = torch.randn(batch, tf.config.in_channels, side, side, device=device, dtype=dtype)
     noise, sigmas = torch.randn_like(latents), torch.full((batch, 1, 1, 1), 0.5, device=device, dtype=dtype)
     timesteps = torch.full((batch,), 500.0, device=device)
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            parts = dec(t5)
-            embeds = sub_prompts(parts, clip)[None]
             noisy = (1 - sigmas) * latents + sigmas * noise
-            pred = predict_components(tf, noisy, timesteps, embeds, pooled).mean(dim=(0, 1))
+            pred = composite_prediction(tf, dec, enc, noisy, timesteps, dtype)
             loss = flow_matching_loss(pred, latents, noise, sigmas)["loss"]
         loss.backward()
         opt.step()

@@ -34,11 +34,11 @@ from .tiny import tiny_text_encoders
 from .train import noise_latents
 
 # %% auto #0
-__all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'to_images', 'ToyVAEConfig',
-           'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config', 'toy_transformer',
-           'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set', 'judge_pipeline',
-           'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers', 'save_toy_sd3',
-           'fit_toy_sd3', 'fit_vae', 'main']
+__all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels', 'to_images',
+           'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config',
+           'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set',
+           'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers',
+           'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -49,8 +49,12 @@ def render_batch(
 ) -> tuple[torch.Tensor, list]:
     "`n` random scenes rendered to `(n, 3, R, R)` in [-1, 1], and the scenes."
     scenes = [sample_scene(rng, num_objects) for _ in range(n)]
+    return render_pixels(scenes, resolution), scenes
+
+def render_pixels(scenes: list, resolution: int = 64) -> torch.Tensor:
+    "Scenes rendered to `(n, 3, R, R)` in [-1, 1], the VAE's input."
     arrays = np.stack([np.asarray(render_scene(s, resolution), dtype=np.float32) for s in scenes])
-    return torch.from_numpy(arrays / 127.5 - 1.0).permute(0, 3, 1, 2), scenes
+    return torch.from_numpy(arrays / 127.5 - 1.0).permute(0, 3, 1, 2)
 
 def to_images(pixels: torch.Tensor) -> list[PIL.Image.Image]:
     "`(n, 3, R, R)` in [-1, 1] back to PIL images."
@@ -227,10 +231,7 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
     captions = [make_row(s, rng, "short", "train")["caption"] for s in scenes]
     vae, latents = pipe.vae.to(device), []
     for start in range(0, len(scenes), 1000):
-        pixels = torch.from_numpy(np.stack([np.asarray(render_scene(s, cfg.resolution), dtype=np.float32)
-                                            for s in scenes[start : start + 1000]]))
-        pixels = (pixels / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
-        z = vae.encode(pixels).latent_dist.mean
+        z = vae.encode(render_pixels(scenes[start : start + 1000], cfg.resolution).to(device)).latent_dist.mean
         latents.append((z - vae.config.shift_factor) * vae.config.scaling_factor)
     return {"latents": torch.cat(latents), "ids": tokenize(pipe, captions), "empty": tokenize(pipe, [""]),
             "scenes": [s.to_json() for s in scenes]}

@@ -30,12 +30,12 @@ from .checkpoints import list_checkpoints, read_state, resolve_resume, save_chec
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
 from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components, sub_prompts
-from .text import check_max_sequence_length, encode_long_prompt
+from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
-           'decomposer_from_config', 'load_frozen', 'noise_latents', 'sample_noisy_latents', 'training_loss',
-           'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
+           'decomposer_from_config', 'load_frozen', 'noise_latents', 'sample_noisy_latents', 'composite_prediction',
+           'training_loss', 'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -269,6 +269,14 @@ def sample_noisy_latents(frozen: Frozen, pixel_values: torch.Tensor, cfg: TrainC
                                    cfg.logit_std, cfg.mode_scale, generator)
 
 # %% ../nbs/07_train.ipynb #83b245dc
+def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
+                         dtype: torch.dtype) -> torch.Tensor:
+    "The composite velocity: decompose the T5 states, K sub-prompts `[CLIP ; component]` in one batch, their mean."
+    parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
+    embeds = sub_prompts(parts, enc.clip_embeds.to(dtype))[None]  # (1, K, B, S, D)
+    pooled = enc.pooled_embeds.to(dtype)[None]  # (1, B, P)
+    return predict_components(transformer, noisy, timesteps, embeds, pooled).mean(dim=(0, 1))
+
 def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, captions: list[str],
                   generator: torch.Generator | None = None) -> dict:
     "Composite flow-matching loss of one batch (`captions` already dropped out); gradients reach the decomposer only."
@@ -282,10 +290,7 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(frozen.weight_dtype),
                                        return_dict=False)[0]
-    parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
-    embeds = sub_prompts(parts, enc.clip_embeds.to(frozen.weight_dtype))[None]  # (1, K, B, S, D)
-    pooled = enc.pooled_embeds.to(frozen.weight_dtype)[None]  # (1, B, P)
-    pred = predict_components(pipe.transformer, noisy, timesteps, embeds, pooled).mean(dim=(0, 1))  # composite
+    pred = composite_prediction(pipe.transformer, decomposer, enc, noisy, timesteps, frozen.weight_dtype)
     return flow_matching_loss(pred, latents, noise, sigmas, cfg.weighting_scheme, cfg.precondition_outputs, teacher)
 
 # %% ../nbs/07_train.ipynb #90956ad4
