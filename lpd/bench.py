@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import re
 import statistics
 import sys
@@ -29,7 +30,7 @@ from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import composite_prediction, flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step',
+__all__ = ['SCALES', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step',
            'compile_blocks', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'plot_memory',
            'main']
 
@@ -135,15 +136,28 @@ def training_step(m: dict, size: int, batch: int, device, dtype):
     return step
 
 # %% ../nbs/14_bench.ipynb #29473f18
-def compile_blocks(transformer) -> float:
-    "Regional compilation: each transformer block compiled in place (shapes fixed per call). Returns seconds."
+COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}  # torch.compile modes of the faster steps
+
+def compile_blocks(transformer, mode: str = "default") -> float:
+    "Regional compilation: each transformer block compiled in place, static shapes (`reduce-overhead`: CUDA graphs)."
+    config = torch._dynamo.config  # 3 kinds of block (dual attention, joint, last) x every shape: raise the limit
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 64))
     t0 = time.perf_counter()
     for block in transformer.transformer_blocks:
-        block.compile(fullgraph=True, dynamic=False)
+        block.compile(dynamic=False, mode=mode)
     return time.perf_counter() - t0
 
+def _attempt(fn) -> dict:
+    "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - recorded in the results, next to the measurements that worked
+        return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]}
+
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
-              compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None) -> dict:
+              compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
+              cudagraphs: bool = False, progress=None) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
@@ -153,6 +167,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
     records = []
     def add(name, **info):
         records.append({"name": name, **info})
+        progress and progress(records[-1])
     with torch.no_grad():
         dec = m["decomposer"].to(dtype)
         t5_states = torch.randn(batch, T, dec.config.width, device=device, dtype=dtype)
@@ -161,30 +176,37 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
         add("T5 encode", tokens=T, batch=batch, **measure(lambda: m["t5"](ids), device, warmup, iters))
     m["decomposer"].float()
     m["t5"].to("cpu")  # frees its memory for what follows
-    modes = ["eager"] + (["compiled"] if compile else [])
+    tf = m["transformer"]
+    modes = ["eager"] + (["compiled"] if compile else []) + (["cudagraphs"] if cudagraphs else [])
     for mode in modes:
-        if mode == "compiled":
-            add("compile transformer blocks", seconds=round(compile_blocks(m["transformer"]), 2))
+        if mode != "eager":
+            torch._dynamo.reset()  # each mode compiles afresh
+            add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
         for size in sizes:
             for layout in ("plain_cfg", "original", "shared"):
                 rows = layout_rows(layout, K, batch)
                 inputs = step_inputs(m, size, rows, 77 + (T if layout == "plain_cfg" else N), device, dtype)
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
-                              and r["name"] == f"step {layout}"), None)
+                              and r["name"] == f"step {layout}" and r.get("gflop")), None)
+                def step():
+                    if mode == "cudagraphs":
+                        torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
+                    return tf(**inputs)
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    result = measure(lambda: m["transformer"](**inputs), device, warmup, iters,
-                                     None if eager is None else int(eager["gflop"] * 1e9))
+                    result = _attempt(lambda: measure(step, device, warmup, iters,
+                                                      None if eager is None else int(eager["gflop"] * 1e9)))
                 add(f"step {layout}", mode=mode, size=size, rows=rows, setup_s=round(time.perf_counter() - t0, 1),
                     **result)
-    for b in train_batches:  # eager: the FLOP counter does not run under compiled blocks
-        add("training step", mode=modes[-1], size=sizes[0], batch=b,
-            **measure(training_step(m, sizes[0], b, device, dtype), device, warmup, iters,
-                      flops=None if modes[-1] == "eager" else 0))
-    base = {(r["mode"], r["size"]): r["ms"] for r in records if r["name"] == "step original" and r["mode"] == "eager"}
+        if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
+            for b in train_batches:
+                add("training step", mode=mode, size=sizes[0], batch=b,
+                    **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype), device, warmup, iters)))
+    base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
+            and "ms" in r}
     for r in records:
-        if r["name"].startswith("step ") and ("eager", r["size"]) in base:
-            r["vs_original_eager"] = round(r["ms"] / base[("eager", r["size"])], 3)
+        if r["name"].startswith("step ") and r.get("size") in base and "ms" in r:
+            r["vs_original_eager"] = round(r["ms"] / base[r["size"]], 3)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device": gpu, "scale": scale, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
             "components": K, "tokens": N, "t5_tokens": T, "torch": torch.__version__, "records": records}
@@ -193,7 +215,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
 def table(result: dict) -> str:
     "The records as a Markdown table."
     cols = ["name", "mode", "size", "rows", "batch", "ms", "vs_original_eager", "peak_gib", "tflops_per_s", "setup_s",
-            "seconds"]
+            "seconds", "error"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["records"]:
         lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
@@ -203,8 +225,9 @@ def table(result: dict) -> str:
     long = result.get("long_generation")
     if long:
         lines += ["", f"long generation: {long['images']} prompts at {long['size']} px, {long['steps']} steps, "
-                      f"negative {long['negative_branch']}: {long['images_per_min']} images/min, allocated memory "
-                      f"growth after the first batch {long['allocated_growth_after_first_batch']}"]
+                      f"negative {long['negative_branch']}, {long.get('mode', 'eager')}: "
+                      f"{long['images_per_min']} images/min, allocated memory growth after the first batch "
+                      f"{long['allocated_growth_after_first_batch']}"]
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 def write_bench(result: dict, out_dir: str | Path) -> Path:
@@ -290,13 +313,14 @@ def plot_memory(long: dict, path: Path) -> Path:
 
 # %% ../nbs/14_bench.ipynb #b2cc2436
 def main(argv: list[str] | None = None) -> int:
-    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--out_dir reports/bench]`"
+    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cudagraphs] [--out_dir reports/bench]`"
     p = argparse.ArgumentParser(prog="lpd-bench", description="Speed and memory of lpd at true size, random weights.")
     p.add_argument("--scale", default="sd35_medium", choices=sorted(SCALES))
     p.add_argument("--sizes", default="512,1024", help="comma-separated image sizes")
     p.add_argument("--batch", type=int, default=1, help="images per step")
     p.add_argument("--train_batches", default="1,4", help="comma-separated training batch sizes")
     p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
+    p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--device", default=None)
@@ -305,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long_generation", type=int, default=0, help="then render N distinct long prompts (0: skip)")
     p.add_argument("--long_batch", type=int, default=10, help="prompts per pipeline call in --long_generation")
     p.add_argument("--long_size", type=int, default=512, help="image size in --long_generation")
+    p.add_argument("--long_mode", default="compiled", choices=["eager", "compiled"],
+                   help="the transformer in --long_generation")
     args = p.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -314,14 +340,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.train_batches!r}", file=sys.stderr)
         return 2
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
-                       args.device, args.dtype)
+                       args.device, args.dtype, args.cudagraphs,
+                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
     if args.long_generation:
         device = resolve_device(args.device)
         torch.cuda.empty_cache() if device.type == "cuda" else None
         pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype or ("bf16" if device.type == "cuda"
                                                                                 else "fp32"), device))
-        result["long_generation"] = long_generation(pipe, args.long_generation, args.long_batch,
-                                                    size=args.long_size)
+        compiled = args.long_mode != "eager" and compile_blocks(pipe.transformer, COMPILE_MODES[args.long_mode])
+        result["long_generation"] = {"mode": args.long_mode, "compile_s": round(compiled, 2) if compiled else None,
+                                     **long_generation(pipe, args.long_generation, args.long_batch,
+                                                       size=args.long_size)}
     print(table(result))
     path = write_bench(result, args.out_dir)
     if "long_generation" in result:

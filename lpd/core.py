@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'cache_home', 'seed_everything',
+__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'seed_everything',
            'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
@@ -39,6 +39,10 @@ def asset_path(*parts: str) -> Path:
         return repo_root().joinpath("data", *parts)
     except FileNotFoundError:  # a regular (non-editable) install: no checkout above the package
         return Path(__file__).resolve().parent.joinpath("assets", *parts)
+
+def default_model() -> Path:
+    "The embedded default model: the toy SD3 trained on the shapes world, its trained decomposer in `decomposer/`."
+    return asset_path("toy-sd3")
 
 def cache_home() -> Path:
     "Where lpd builds what it does not ship (the tiny SD3): `$LPD_CACHE`, the checkout's `data/`, or `~/.cache/lpd`."

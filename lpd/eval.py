@@ -10,12 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from .core import running_as_script, save_json
+from .core import default_model, running_as_script, save_json
 from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
 from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, load_pipeline
 from .text import read_prompts
-from .tiny import ensure_tiny
 
 # %% auto #0
 __all__ = ['build_parser', 'run', 'main']
@@ -60,7 +59,7 @@ def run(args, pipe=None) -> dict:
     composes = args.decomposer_ckpt or args.baseline == "split"
     if args.negative_branch != "per_component" and not composes:
         raise ValueError(f"--negative_branch {args.negative_branch} needs a decomposer or --baseline split")
-    model = args.pretrained_model_name_or_path or str(ensure_tiny())
+    model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
     if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded

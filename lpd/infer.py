@@ -12,11 +12,10 @@ from pathlib import Path
 import torch
 
 from .analysis import contact_sheet
-from .core import running_as_script
+from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
 from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, load_pipeline, model_facts
 from .text import check_max_sequence_length, read_prompts
-from .tiny import ensure_tiny
 
 # %% auto #0
 __all__ = ['ORIGINAL_SIZE', 'build_parser', 'render_size', 'run', 'main']
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     "The `lpd-infer` argument parser (the seed's flags first)."
     p = _Parser(prog="lpd-infer", description="Render a long prompt with SD3 + a prompt decomposer.")
     p.add_argument("--pretrained_model_name_or_path", default=None,
-                   help="SD3(.5) folder in diffusers layout; default: the embedded tiny SD3")
+                   help="SD3(.5) folder in diffusers layout; default: the embedded toy SD3 (data/toy-sd3)")
     p.add_argument("--decomposer_ckpt", default=None,
                    help="checkpoint directory or .safetensors; default: <model>/decomposer")
     p.add_argument("--prompt", default=None, help="the (long) prompt")
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     "Load once, render, write `compose.png` (+ `component_<k>.png`, `contact_sheet.png`); returns the files."
     # 1. Check everything that can be checked before loading weights
     prompt = _read_prompt(args)
-    model = args.pretrained_model_name_or_path or str(ensure_tiny())
+    model = args.pretrained_model_name_or_path or str(default_model())
     facts = model_facts(model)
     _check_args(args, facts)
     ckpt = args.decomposer_ckpt or Path(model) / "decomposer"

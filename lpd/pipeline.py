@@ -20,10 +20,9 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusi
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.utils import BaseOutput
 
-from .core import resolve_device, resolve_dtype
+from .core import default_model, resolve_device, resolve_dtype
 from .decomposer import PromptDecomposer, load_decomposer
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
-from .tiny import ensure_tiny
 
 # %% auto #0
 __all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
@@ -396,7 +395,7 @@ def load_pipeline(
     **flags,  # the original's decomposer flags (None = not given), for its bare checkpoints
 ) -> PromptDecomposePipeline | StableDiffusion3Pipeline:
     "SD3 with a decomposer (or without: the baseline), loaded once, every module in `dtype` on `device`."
-    model = str(model or ensure_tiny())
+    model = str(model or default_model())
     hub = {k: v for k, v in dict(revision=revision, cache_dir=cache_dir).items() if v is not None}
     facts = model_facts(model, **hub)
     device = resolve_device(device)

@@ -7,30 +7,33 @@
 #   eval   lpd-eval of the base (full prompt, leading sentences, sentence split) and of the named decomposers on
 #          held-out long prompts of 2-9 objects: 240 prompts x 3 seeds in the training phrasings, 240 x 1 in the
 #          eval phrasings; one process per method, in parallel; results in runs/toy-study/eval/<method>-<phrasing>
+#   shared NAME...  the named decomposers with --negative_branch shared (training phrasings, 3 seeds)
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
 RUN=runs/toy-study
 MODEL=data/toy-sd3
+PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|pack OUT|unpack DIR}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|pack OUT|unpack DIR}; shift
+
+common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
+        --batch_size $PROMPTS --seed 1)
+one() {  # lpd-eval of one method: NAME PHRASING SEEDS [flags] -> $RUN/eval/NAME-PHRASING
+  local method=$1 phrasing=$2 seeds=$3; shift 3
+  $PY -m lpd.eval "${common[@]}" --shapes_eval $PROMPTS --shapes_phrasing "$phrasing" --seeds "$seeds" \
+    --output_dir $RUN/eval/$method-$phrasing "$@" > $RUN/eval/$method-$phrasing.log 2>&1
+}
 
 case "$stage" in
 data)
-  lpd-shapes runs/shapes-long6 --num_scenes $SCENES --resolution 64 --tokenizer $MODEL/tokenizer_3 --num_objects 2 6
+  exec $PY -m lpd.shapes runs/shapes-long6 --num_scenes $SCENES --resolution 64 --tokenizer $MODEL/tokenizer_3 --num_objects 2 6
   ;;
 train)
   name=${1:?train needs a NAME}; shift
-  lpd-train --profile data/profiles/toy_decomposer.yaml --output_dir $RUN/$name --resume_from_checkpoint latest "$@"
+  exec $PY -m lpd.train --profile data/profiles/toy_decomposer.yaml --output_dir $RUN/$name --resume_from_checkpoint latest "$@"
   ;;
 eval)
-  common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
-          --batch_size $PROMPTS --seed 1)
-  one() {  # method phrasing seeds [flags]
-    local method=$1 phrasing=$2 seeds=$3; shift 3
-    lpd-eval "${common[@]}" --shapes_eval $PROMPTS --shapes_phrasing "$phrasing" --seeds "$seeds" \
-      --output_dir $RUN/eval/$method-$phrasing "$@" > $RUN/eval/$method-$phrasing.log 2>&1
-  }
   mkdir -p $RUN/eval
   for phrasing in train eval; do
     seeds=$([ $phrasing = train ] && echo 0,1,2 || echo 0)
@@ -40,6 +43,13 @@ eval)
     for name in "$@"; do
       one "$name" $phrasing $seeds --decomposer_ckpt $RUN/$name &
     done
+  done
+  wait
+  ;;
+shared)  # issue 11's faster sampling on the toy: one shared unconditional pass instead of K (training phrasings)
+  mkdir -p $RUN/eval
+  for name in "$@"; do
+    one "$name-shared" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared &
   done
   wait
   ;;
