@@ -8,9 +8,9 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import HfArgumentParser
 
-from lpd.core import repo_root
+from lpd.core import default_model, repo_root
 from lpd.evaluate import shapes_eval_prompts
-from lpd.pipeline import load_pipeline
+from lpd.pipeline import PromptDecomposePipeline, load_pipeline
 from lpd.toy import (CHECKPOINT_NAME, ToySD3Config, ToyVAEConfig, fit_toy_sd3, judge_pipeline, mean_scores,
                      roundtrip_scores, training_scenes)
 
@@ -64,6 +64,21 @@ def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
                                         max_sequence_length=64)[0])
     assert scores["presence"] >= 0.8 and scores["attributes"] >= 0.75 and scores["location"] >= 0.75, scores
     assert all(f.stat().st_size < 16 * 2**20 for f in TOY.rglob("*") if f.is_file())
+
+
+def test_the_embedded_default_is_the_toy_with_its_trained_decomposer():
+    """What `lpd-infer`/`lpd-eval`/`load_pipeline` use with no model: the toy SD3 folder, its decomposer (trained by
+    `lpd-train` on long captions, reports/toy-study) registered in model_index.json and loaded by diffusers'
+    `from_pretrained`. On held-out 4-6-object prompts its composites hold shapes the judge finds (measured 0.31-0.42
+    presence on 8 prompts; the same decomposer with random weights: 0.07)."""
+    assert default_model() == TOY
+    pipe = PromptDecomposePipeline.from_pretrained(default_model())
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.decomposer.config.num_components == 4 and pipe.decomposer.config.width == 128
+    rows = shapes_eval_prompts(8, 1, pipe.tokenizer_3, (4, 6), "train")
+    scores = mean_scores(judge_pipeline(pipe, rows, seed=0, num_inference_steps=12)[0])
+    assert scores["presence"] >= 0.25, scores
+    assert sum(f.stat().st_size for f in TOY.rglob("*") if f.is_file()) < 42.5e6  # toy 39.7 MB + decomposer 2.5 MB
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
