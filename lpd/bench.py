@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import re
 import statistics
@@ -27,12 +28,12 @@ from .evaluate import shapes_eval_prompts
 from .pipeline import PromptDecomposePipeline
 from .text import PromptEncoding
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
-from .train import composite_prediction, flow_matching_loss
+from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows', 'training_step',
-           'compile_blocks', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'plot_memory',
-           'main']
+__all__ = ['SCALES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
+           'training_step', 'compile_blocks', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation',
+           'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -113,10 +114,18 @@ def layout_rows(layout: str, K: int, batch: int) -> int:
     "Transformer rows of one step: plain CFG 2B, the original 2KB, the shared negative (K + 1)B."
     return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1}[layout] * batch
 
-def training_step(m: dict, size: int, batch: int, device, dtype):
-    "A closure running one training step of lpd.train's functions (encodings given); fresh AdamW per closure."
+TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient checkpointing)
+    "adamw": ({}, False),
+    "adamw+checkpointing": ({}, True),
+    "adafactor+checkpointing": ({"use_adafactor": True}, True),
+}
+
+def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "adamw"):
+    "A closure running one training step of lpd.train's functions and optimizer (encodings given), fresh state."
     dec, tf, spec = m["decomposer"].train(), m["transformer"], m["spec"]
-    opt = torch.optim.AdamW(dec.parameters(), lr=1e-5)
+    settings, checkpointing = TRAIN_SETUPS[setup]
+    opt = build_optimizer(TrainConfig(learning_rate=1e-5, **settings), dec.parameters())
+    tf.enable_gradient_checkpointing() if checkpointing else tf.disable_gradient_checkpointing()
     D, side = tf.config.joint_attention_dim, size // spec["vae_factor"]
     enc = PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
                          t5_embeds=torch.randn(batch, spec["t5_tokens"], D, device=device, dtype=dtype),
@@ -148,6 +157,11 @@ def compile_blocks(transformer, mode: str = "default") -> float:
         block.compile(dynamic=False, mode=mode)
     return time.perf_counter() - t0
 
+def _free(device):
+    "Release what the last measurement left (optimizer state, gradients) before the next one."
+    gc.collect()
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+
 def _attempt(fn) -> dict:
     "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
     try:
@@ -157,7 +171,7 @@ def _attempt(fn) -> dict:
 
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
               compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
-              cudagraphs: bool = False, progress=None) -> dict:
+              cudagraphs: bool = False, progress=None, train_setups=("adamw",)) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
@@ -199,9 +213,13 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
                 add(f"step {layout}", mode=mode, size=size, rows=rows, setup_s=round(time.perf_counter() - t0, 1),
                     **result)
         if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
-            for b in train_batches:
-                add("training step", mode=mode, size=sizes[0], batch=b,
-                    **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype), device, warmup, iters)))
+            for setup in train_setups:
+                for b in train_batches:
+                    add("training step", mode=mode, size=sizes[0], batch=b, setup=setup,
+                        **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype, setup), device,
+                                                   warmup, iters)))
+                    _free(device)
+            tf.disable_gradient_checkpointing()
     base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
             and "ms" in r}
     for r in records:
@@ -214,8 +232,8 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
 # %% ../nbs/14_bench.ipynb #151a7009
 def table(result: dict) -> str:
     "The records as a Markdown table."
-    cols = ["name", "mode", "size", "rows", "batch", "ms", "vs_original_eager", "peak_gib", "tflops_per_s", "setup_s",
-            "seconds", "error"]
+    cols = ["name", "mode", "size", "rows", "batch", "setup", "ms", "vs_original_eager", "peak_gib", "tflops_per_s",
+            "setup_s", "seconds", "error"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["records"]:
         lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
@@ -321,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train_batches", default="1,4", help="comma-separated training batch sizes")
     p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
     p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
+    p.add_argument("--train_setups", default="adamw", help=f"comma-separated, of {', '.join(TRAIN_SETUPS)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--device", default=None)
@@ -339,9 +358,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lpd-bench: error: --sizes and --train_batches take comma-separated integers, got {args.sizes!r}, "
               f"{args.train_batches!r}", file=sys.stderr)
         return 2
+    setups = [s for s in args.train_setups.split(",") if s]
+    if unknown := [s for s in setups if s not in TRAIN_SETUPS]:
+        print(f"lpd-bench: error: unknown --train_setups {', '.join(unknown)}; choose from {', '.join(TRAIN_SETUPS)}",
+              file=sys.stderr)
+        return 2
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype, args.cudagraphs,
-                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups)
     if args.long_generation:
         device = resolve_device(args.device)
         torch.cuda.empty_cache() if device.type == "cuda" else None

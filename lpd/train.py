@@ -35,7 +35,8 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
            'decomposer_from_config', 'load_frozen', 'noise_latents', 'sample_noisy_latents', 'composite_prediction',
-           'training_loss', 'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'fit', 'main']
+           'training_loss', 'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
+           'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -114,6 +115,8 @@ class TrainConfig:
     lr_num_cycles: int = _f(1, "cycles of cosine_with_restarts")
     lr_power: float = _f(1.0, "power of the polynomial schedule")
     use_8bit_adam: bool = _f(False, "8-bit AdamW from bitsandbytes")
+    use_adafactor: bool = _f(False, "Adafactor from transformers instead of AdamW: factored second moments, no "
+                                    "first moment (the lightest optimizer state, for GPUs under 24 GiB)")
     adam_beta1: float = _f(0.9, "AdamW beta1")
     adam_beta2: float = _f(0.999, "AdamW beta2")
     adam_weight_decay: float = _f(1e-2, "AdamW weight decay")
@@ -383,14 +386,21 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
     check_max_sequence_length(cfg.max_sequence_length, "--token_length")
+    if cfg.use_8bit_adam and cfg.use_adafactor:
+        raise ValueError("--use_8bit_adam and --use_adafactor name two optimizers: choose one")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
 
-def _optimizer(cfg: TrainConfig, params, num_processes: int):
+def build_optimizer(cfg: TrainConfig, params, num_processes: int = 1) -> torch.optim.Optimizer:
+    "The decomposer's optimizer: AdamW, bitsandbytes' 8-bit AdamW (`use_8bit_adam`) or Adafactor (`use_adafactor`)."
     lr = cfg.learning_rate
     if cfg.scale_lr:
         lr *= cfg.gradient_accumulation_steps * cfg.train_batch_size * num_processes
+    if cfg.use_adafactor:  # a fixed learning rate: the schedule is lpd-train's, as with AdamW
+        from transformers.optimization import Adafactor
+        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                         weight_decay=cfg.adam_weight_decay)
     if cfg.use_8bit_adam:
         try:
             import bitsandbytes as bnb
@@ -424,7 +434,7 @@ def fit(cfg: TrainConfig) -> dict:
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
-    optimizer = _optimizer(cfg, decomposer.parameters(), accelerator.num_processes)
+    optimizer = build_optimizer(cfg, decomposer.parameters(), accelerator.num_processes)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=max_steps * accelerator.num_processes,
