@@ -21,7 +21,7 @@ $(VENV)/.installed: settings.ini setup.py
 	touch $@
 
 demo: env
-	$(BIN)/lpd-infer --prompt_file data/prompts/long_prompts.jsonl --prompt_id shapes_six \
+	$(BIN)/lpd-infer --prompt_file data/prompts/shapes_prompts.jsonl --prompt_id shapes_six \
 	  --output_dir $(DEMO_DIR) --save_decompose --contact_sheet --seed 0
 	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
 
