@@ -25,15 +25,15 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import PromptDecomposePipeline
+from .pipeline import PromptDecomposePipeline, compile_blocks
 from .text import PromptEncoding
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
 __all__ = ['SCALES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
-           'training_step', 'compile_blocks', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation',
-           'plot_memory', 'main']
+           'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'plot_memory',
+           'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -146,16 +146,6 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
 
 # %% ../nbs/14_bench.ipynb #29473f18
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}  # torch.compile modes of the faster steps
-
-def compile_blocks(transformer, mode: str = "default") -> float:
-    "Regional compilation: each transformer block compiled in place, static shapes (`reduce-overhead`: CUDA graphs)."
-    config = torch._dynamo.config  # 3 kinds of block (dual attention, joint, last) x every shape: raise the limit
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, name, max(getattr(config, name), 64))
-    t0 = time.perf_counter()
-    for block in transformer.transformer_blocks:
-        block.compile(dynamic=False, mode=mode)
-    return time.perf_counter() - t0
 
 def _free(device):
     "Release what the last measurement left (optimizer state, gradients) before the next one."

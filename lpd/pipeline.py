@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'PromptDecomposePipeline', 'model_facts', 'load_pipeline']
+           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'compile_blocks']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
@@ -427,3 +428,14 @@ def _no_loading_bars():
         for lib, on in zip(libraries, enabled):
             if on:
                 lib.enable_progress_bar()
+
+# %% ../nbs/04_pipeline.ipynb #e67d0007
+def compile_blocks(transformer, mode: str = "default") -> float:
+    "Regional compilation: each transformer block compiled in place, static shapes (`reduce-overhead`: CUDA graphs)."
+    config = torch._dynamo.config  # 3 kinds of block (dual attention, joint, last) x every shape: raise the limit
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 64))
+    t0 = time.perf_counter()
+    for block in transformer.transformer_blocks:
+        block.compile(dynamic=False, mode=mode)
+    return time.perf_counter() - t0
