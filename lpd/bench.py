@@ -26,14 +26,14 @@ from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
 from .pipeline import PromptDecomposePipeline, compile_blocks
-from .text import PromptEncoding
+from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
 __all__ = ['SCALES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
-           'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'plot_memory',
-           'main']
+           'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'encoding_step',
+           'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -303,6 +303,18 @@ def long_generation(pipe, num_images: int = 500, batch_size: int = 10, every: in
             "negative_branch": negative_branch, "images_per_min": round(num_images / minutes, 2),
             "allocated_growth_after_first_batch": growth, "trace": trace}
 
+def encoding_step(pipe, batch: int, size: int, max_sequence_length: int = 512):
+    "A closure encoding one training batch on the fly as `lpd-train` does: CLIP-L/G + T5 captions, VAE images."
+    device, dtype = pipe._execution_device, pipe.vae.dtype
+    captions = [r["prompt"] for r in shapes_eval_prompts(batch, 0, pipe.tokenizer_3)]
+    pixels = torch.rand(batch, 3, size, size, generator=torch.Generator("cpu").manual_seed(0)) * 2 - 1
+    pixels = pixels.to(device, dtype)
+    @torch.no_grad()
+    def step():
+        encode_long_prompt(pipe, captions, max_sequence_length=max_sequence_length, device=device)
+        pipe.vae.encode(pixels).latent_dist.sample()
+    return step
+
 def plot_memory(long: dict, path: Path) -> Path:
     "Allocated memory against images rendered."
     import matplotlib
@@ -340,13 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long_size", type=int, default=512, help="image size in --long_generation")
     p.add_argument("--long_mode", default="compiled", choices=["eager", "compiled"],
                    help="the transformer in --long_generation")
+    p.add_argument("--encode_batches", default="", help="comma-separated: time encoding a training batch on the fly")
     args = p.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
         train_batches = [int(s) for s in args.train_batches.split(",") if s]
+        encode_batches = [int(s) for s in args.encode_batches.split(",") if s]
     except ValueError:
-        print(f"lpd-bench: error: --sizes and --train_batches take comma-separated integers, got {args.sizes!r}, "
-              f"{args.train_batches!r}", file=sys.stderr)
+        print(f"lpd-bench: error: --sizes, --train_batches and --encode_batches take comma-separated integers, got "
+              f"{args.sizes!r}, {args.train_batches!r}, {args.encode_batches!r}", file=sys.stderr)
         return 2
     setups = [s for s in args.train_setups.split(",") if s]
     if unknown := [s for s in setups if s not in TRAIN_SETUPS]:
@@ -356,11 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype, args.cudagraphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups)
-    if args.long_generation:
+    pipe = None
+    if args.long_generation or encode_batches:
         device = resolve_device(args.device)
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+        _free(device)
         pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype or ("bf16" if device.type == "cuda"
                                                                                 else "fp32"), device))
+    for b in encode_batches:  # what a cache of encodings saves per training batch
+        result["records"].append({"name": "encode on the fly", "size": sizes[0], "batch": b,
+                                  **measure(encoding_step(pipe, b, sizes[0]), pipe._execution_device,
+                                            args.warmup, args.iters)})
+    if args.long_generation:
         compiled = args.long_mode != "eager" and compile_blocks(pipe.transformer, COMPILE_MODES[args.long_mode])
         result["long_generation"] = {"mode": args.long_mode, "compile_s": round(compiled, 2) if compiled else None,
                                      **long_generation(pipe, args.long_generation, args.long_batch,
