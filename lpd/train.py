@@ -63,7 +63,7 @@ class TrainConfig:
     "Every training setting; field names are the `lpd-train` flags (the reference's, seed README section 6)."
 
     # model
-    pretrained_model_name_or_path: str | None = _f(None, "SD3(.5) folder; default: the embedded tiny SD3")
+    pretrained_model_name_or_path: str | None = _f(None, "SD3(.5) folder; default: the embedded toy SD3")
     revision: str | None = _f(None, "hub revision of the model")
     variant: str | None = _f(None, "weights variant, e.g. fp16")
     cache_dir: str | None = _f(None, "where hub downloads are cached")
