@@ -5,6 +5,7 @@
 # %% ../nbs/06_data.ipynb #501f92ce
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -18,23 +19,30 @@ from datasets import load_dataset
 from .core import repo_root
 
 # %% auto #0
-__all__ = ['FIXTURE_DIR', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'LongCaptionDataset', 'collate_captions',
-           'BatchStream', 'check_data', 'fixture_heldout_batch']
+__all__ = ['FIXTURE_DIR', 'row_captions', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'LongCaptionDataset',
+           'collate_captions', 'BatchStream', 'check_data', 'fixture_heldout_batch']
 
 # %% ../nbs/06_data.ipynb #22d8a66e
 _CAPTION_FALLBACKS = ("caption", "captions", "text", "prompt")
 
-def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random | None = None) -> str | None:
-    "The row's caption: `caption_column`, else the first of `captions`, `text`, `prompt`; a list gives a random one."
+def row_captions(row: dict, caption_column: str = "caption") -> list[str]:
+    "Every caption the row offers: `caption_column`, else the first of `captions`, `text`, `prompt` (a list: all)."
     for key in (caption_column, *_CAPTION_FALLBACKS):
         value = row.get(key)
         if isinstance(value, (list, tuple)):
             value = [v for v in value if isinstance(v, str) and v.strip()]
             if value:
-                return (rng or random).choice(value)
+                return value
         elif isinstance(value, str) and value.strip():
-            return value
-    return None  # no usable caption: the dataset skips and counts the row
+            return [value]
+    return []
+
+def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random | None = None) -> str | None:
+    "The row's caption: `caption_column`, else the first of `captions`, `text`, `prompt`; a list gives a random one."
+    captions = row_captions(row, caption_column)
+    if len(captions) > 1:
+        return (rng or random).choice(captions)
+    return captions[0] if captions else None  # none: the dataset skips and counts the row
 
 # %% ../nbs/06_data.ipynb #c62a2a3e
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -128,6 +136,22 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
         rows.set_epoch(self.epoch)
         return iter(rows)
 
+    def _keeps(self, row) -> bool:
+        "Does `--source_filter` keep the row?"
+        return self.sources is None or str(row.get(self.source_column, "")).lower() in self.sources
+
+    def captions(self):
+        "Every caption any kept row may give, in row order (what a cache of text encodings must hold)."
+        rows = self.rows if isinstance(self.rows, datasets.IterableDataset) else iter(self.rows)
+        for row in rows:
+            if self._keeps(row):
+                yield from row_captions(row, self.caption_column)
+
+    def _image_key(self, row, image: PIL.Image.Image) -> str:
+        "What names the row's image in a cache: its path as the row gives it, or a hash of an embedded image."
+        rel = row.get(self.path_column)
+        return str(rel) if rel else "sha1:" + hashlib.sha1(image.tobytes()).hexdigest()
+
     def _image(self, row) -> PIL.Image.Image:
         if isinstance(row.get(self.image_column), PIL.Image.Image):
             return row[self.image_column]
@@ -146,7 +170,7 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{shard}")
         skipped, kept = 0, -1
         for i, row in enumerate(self._ordered_rows()):
-            if self.sources is not None and str(row.get(self.source_column, "")).lower() not in self.sources:
+            if not self._keeps(row):
                 continue
             kept += 1  # shard the rows that pass the filter, so every shard gets the same number
             if kept % num_shards != shard:
@@ -163,17 +187,17 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
                 skipped += 1
                 continue
             pixels = image_to_tensor(image, self.resolution, self.center_crop, rng)
-            yield {"pixel_values": pixels, "caption": caption, "skipped": skipped}
+            yield {"pixel_values": pixels, "caption": caption, "key": self._image_key(row, image), "skipped": skipped}
             skipped = 0
         if skipped:  # skips after this worker's last sample still count
-            yield {"pixel_values": None, "caption": None, "skipped": skipped}
+            yield {"pixel_values": None, "caption": None, "key": None, "skipped": skipped}
 
 # %% ../nbs/06_data.ipynb #d599a628
 def collate_captions(samples: list[dict]) -> dict:
-    "Stack images, list captions, sum skipped-row counts: `{pixel_values (B,3,R,R) | None, captions, num_skipped}`."
+    "Stack images, list captions and image keys, sum skipped-row counts: `{pixel_values (B,3,R,R) | None, ...}`."
     real = [s for s in samples if s["pixel_values"] is not None]
     pixels = torch.stack([s["pixel_values"] for s in real]).contiguous() if real else None
-    return {"pixel_values": pixels, "captions": [s["caption"] for s in real],
+    return {"pixel_values": pixels, "captions": [s["caption"] for s in real], "keys": [s["key"] for s in real],
             "num_skipped": sum(s["skipped"] for s in samples)}
 
 # %% ../nbs/06_data.ipynb #913fc727

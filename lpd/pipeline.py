@@ -393,6 +393,7 @@ def load_pipeline(
     revision: str | None = None,  # hub models: revision, weights variant and cache folder
     variant: str | None = None,
     cache_dir: str | None = None,
+    without: tuple[str, ...] = (),  # components left out (None), e.g. encoders whose outputs are cached
     **flags,  # the original's decomposer flags (None = not given), for its bare checkpoints
 ) -> PromptDecomposePipeline | StableDiffusion3Pipeline:
     "SD3 with a decomposer (or without: the baseline), loaded once, every module in `dtype` on `device`."
@@ -401,16 +402,17 @@ def load_pipeline(
     facts = model_facts(model, **hub)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
+    skipped = dict.fromkeys(without)
     decomposer = None
     if decomposer_ckpt is not None:
         decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"], torch_dtype=dtype, **flags)
     try:
         with _no_loading_bars():
             if decomposer is None:
-                pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, variant=variant, **hub)
+                pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, variant=variant, **skipped, **hub)
             else:
                 pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype,
-                                                               variant=variant, **hub)
+                                                               variant=variant, **skipped, **hub)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
     return pipe.to(device)

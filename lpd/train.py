@@ -25,7 +25,8 @@ from diffusers.training_utils import compute_density_for_timestep_sampling, comp
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from .core import logger, running_as_script, save_json
+from .cache import CACHE_SETTINGS, EncodingCache, build_encoding_cache
+from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
@@ -33,10 +34,11 @@ from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['SEED_VALIDATION_PROMPT', 'TrainConfig', 'build_parser', 'parse_args', 'flow_matching_loss', 'Frozen',
-           'decomposer_from_config', 'load_frozen', 'noise_latents', 'sample_noisy_latents', 'composite_prediction',
-           'training_loss', 'heldout_loss', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
-           'main']
+__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
+           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'noise_latents', 'clean_latents',
+           'prompt_encoding', 'sample_noisy_latents', 'composite_prediction', 'training_loss', 'heldout_loss',
+           'caption_dataset', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
+           'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -95,6 +97,8 @@ class TrainConfig:
     center_crop: bool = _f(False, "center crop instead of a random crop")
     shuffle: bool = _f(True, "seeded shuffle of the rows each epoch (--no_shuffle: stream order, as the original)")
     dataloader_num_workers: int = _f(0, "dataloader worker processes")
+    encoding_cache: str | None = _f(None, "read captions' and images' encodings from this lpd-cache folder: no text "
+                                          "encoders or VAE are loaded")
     # optimisation
     output_dir: str = _f("controlnet-model", "checkpoints, final model.safetensors, logs (the reference's default)")
     seed: int | None = _f(None, "seed of data order, noise and timesteps")
@@ -216,6 +220,7 @@ class Frozen:
     pipe: StableDiffusion3Pipeline  # transformer, VAE, text encoders (validation adds the decomposer to a copy)
     noise_scheduler: object  # a copy of the scheduler with its training timesteps and sigmas
     weight_dtype: torch.dtype
+    cache: EncodingCache | None = None  # lpd-cache's encodings, read instead of running text encoders and VAE
 
 # %% ../nbs/07_train.ipynb #2ee5abe7
 def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
@@ -225,20 +230,26 @@ def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
         return load_decomposer(cfg.ckpt, text_dim, **flags)
     return PromptDecomposer(**decomposer_kwargs(text_dim, **flags))
 
-def load_frozen(cfg: TrainConfig, accelerator: Accelerator) -> Frozen:
-    "Load SD3 once; freeze transformer, VAE and text encoders in the mixed-precision dtype."
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # mixed precision -> frozen modules; else fp32
+ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")  # what an encoding cache replaces
+
+def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache | None = None) -> Frozen:
+    "Load SD3 once; freeze transformer, VAE and text encoders (none of those 4 with `cache`) in the weight dtype."
+    weight_dtype = WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, None, "cpu", torch.float32, revision=cfg.revision,
-                         variant=cfg.variant, cache_dir=cfg.cache_dir)  # the modules move and cast below
-    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+                         variant=cfg.variant, cache_dir=cfg.cache_dir,  # the modules move and cast below
+                         without=ENCODERS if cache is not None else ())
+    for name in ("transformer", *ENCODERS):
         module = getattr(pipe, name)
+        if module is None:
+            continue
         module.requires_grad_(False).eval()
         dtype = torch.float32 if name == "vae" and cfg.upcast_vae else weight_dtype
         module.to(accelerator.device, dtype)
     if cfg.gradient_checkpointing:
         pipe.transformer.enable_gradient_checkpointing()
     pipe.set_progress_bar_config(disable=True)
-    return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype)
+    return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype, cache)
 
 # %% ../nbs/07_train.ipynb #d920e187
 def noise_latents(
@@ -262,12 +273,23 @@ def noise_latents(
     noisy = (1.0 - sigmas) * latents + sigmas * noise
     return noise, noisy, timesteps, sigmas
 
-def sample_noisy_latents(frozen: Frozen, pixel_values: torch.Tensor, cfg: TrainConfig,
-                         generator: torch.Generator | None = None):
-    "Encode images, draw noise and timesteps (SD3 density): `(latents, noise, noisy, timesteps, sigmas)`."
+def clean_latents(frozen: Frozen, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    "A normalised latent sample of each image: from the VAE's encoding of its pixels, or from the encoding cache."
+    if frozen.cache is not None:
+        return frozen.cache.latents(batch["keys"], generator, frozen.pipe.transformer.device, frozen.weight_dtype)
     vae = frozen.pipe.vae
-    latents = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist.sample(generator)
-    latents = ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(frozen.weight_dtype)
+    latents = vae.encode(batch["pixel_values"].to(vae.device, vae.dtype)).latent_dist.sample(generator)
+    return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(frozen.weight_dtype)
+
+def prompt_encoding(frozen: Frozen, captions: list[str], cfg: TrainConfig, device) -> PromptEncoding:
+    "The captions' CLIP/T5 encodings: from the text encoders, or from the encoding cache."
+    if frozen.cache is not None:
+        return frozen.cache.encoding(captions, device)
+    return encode_long_prompt(frozen.pipe, captions, max_sequence_length=cfg.max_sequence_length, device=device)
+
+def sample_noisy_latents(frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator | None = None):
+    "Encode images, draw noise and timesteps (SD3 density): `(latents, noise, noisy, timesteps, sigmas)`."
+    latents = clean_latents(frozen, batch, generator)
     return latents, *noise_latents(latents, frozen.noise_scheduler, cfg.weighting_scheme, cfg.logit_mean,
                                    cfg.logit_std, cfg.mode_scale, generator)
 
@@ -285,8 +307,8 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     "Composite flow-matching loss of one batch (`captions` already dropped out); gradients reach the decomposer only."
     pipe = frozen.pipe
     with torch.no_grad():
-        latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch["pixel_values"], cfg, generator)
-        enc = encode_long_prompt(pipe, captions, max_sequence_length=cfg.max_sequence_length, device=latents.device)
+        latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch, cfg, generator)
+        enc = prompt_encoding(frozen, captions, cfg, latents.device)
         teacher = None
         if cfg.precondition_outputs >= 2:  # the frozen model's own prediction with the full prompt
             full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(frozen.weight_dtype)
@@ -305,8 +327,9 @@ def heldout_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, repe
                           for _ in range(repeats)]))
 
 # %% ../nbs/07_train.ipynb #82003b34
-def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
-    "This process's shard of the data as a `DataLoader` (not passed to `accelerator.prepare`: it is sharded already)."
+def caption_dataset(cfg: TrainConfig, process_index: int = 0, num_processes: int = 1,
+                    shuffle: bool | None = None) -> LongCaptionDataset:
+    "The training rows of `cfg` as a `LongCaptionDataset`: this process's shard, shuffled as `--shuffle` says."
     dataset_name = cfg.dataset_name or cfg.train_data_dir
     if not dataset_name:
         raise ValueError("--dataset_name (or --train_data_dir) is required")
@@ -318,12 +341,16 @@ def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
                              config_name=cfg.dataset_config_name, cache_dir=cfg.cache_dir)
     if cfg.max_train_samples is not None:
         rows = rows.take(cfg.max_train_samples) if cfg.streaming else rows.select(range(cfg.max_train_samples))
-    dataset = LongCaptionDataset(
+    return LongCaptionDataset(
         rows, image_root=cfg.image_root, resolution=cfg.resolution, center_crop=cfg.center_crop,
         source_filter=cfg.source_filter, caption_column=cfg.caption_column, path_column=cfg.path_column,
         source_column=cfg.source_column, image_column=cfg.image_column, skip_missing_images=cfg.skip_missing_images,
-        shuffle=cfg.shuffle, seed=cfg.seed or 0, process_index=accelerator.process_index,
-        num_processes=accelerator.num_processes)
+        shuffle=cfg.shuffle if shuffle is None else shuffle, seed=cfg.seed or 0, process_index=process_index,
+        num_processes=num_processes)
+
+def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
+    "This process's shard of the data as a `DataLoader` (not passed to `accelerator.prepare`: it is sharded already)."
+    dataset = caption_dataset(cfg, accelerator.process_index, accelerator.num_processes)
     # its own generator: creating an iterator must not draw from the global RNG that resume restores
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, collate_fn=collate_captions,
                                        num_workers=cfg.dataloader_num_workers,
@@ -388,6 +415,10 @@ def _check_config(cfg: TrainConfig) -> None:
     check_max_sequence_length(cfg.max_sequence_length, "--token_length")
     if cfg.use_8bit_adam and cfg.use_adafactor:
         raise ValueError("--use_8bit_adam and --use_adafactor name two optimizers: choose one")
+    if cfg.encoding_cache and cfg.validation_steps:
+        raise ValueError(f"--encoding_cache trains without text encoders or VAE, so it cannot render validation "
+                         f"images every {cfg.validation_steps} steps: set --validation_steps 0 and render checkpoints "
+                         "with lpd-infer")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
@@ -427,10 +458,13 @@ def fit(cfg: TrainConfig) -> dict:
         set_seed(cfg.seed, device_specific=True)  # every process draws its own noise and timesteps
     if cfg.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
+    cache = EncodingCache(cfg.encoding_cache) if cfg.encoding_cache else None
+    if cache is not None:
+        cache.check(cfg)
     loader = build_dataloader(cfg, accelerator)
     check_data(loader.dataset, lambda n: _no_rows_message(cfg, n))
     # 2. Frozen SD3 and the decomposer
-    frozen = load_frozen(cfg, accelerator)
+    frozen = load_frozen(cfg, accelerator, cache)
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
@@ -524,6 +558,22 @@ def _stop_if_not_finite(accelerator, loss, step, output_dir) -> None:
         last = list_checkpoints(output_dir)
         raise FloatingPointError(f"loss is not finite at step {step}: stopping; last good checkpoint: "
                                  f"{last[-1] if last else 'none'}")
+
+# %% ../nbs/07_train.ipynb #b6abc958
+def cache_encodings(out_dir: str | Path, argv: list[str] | None = None, device=None) -> dict:
+    "What `lpd-cache` runs: the captions and images of these `lpd-train` settings encoded once into `out_dir`."
+    cfg = parse_args(argv)
+    if cfg.encoding_cache:
+        raise ValueError("--encoding_cache names a cache to train from; lpd-cache writes one (to OUT_DIR)")
+    dataset = caption_dataset(cfg, shuffle=False)
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, None, resolve_device(device),
+                         WEIGHT_DTYPES.get(cfg.mixed_precision, torch.float32), revision=cfg.revision,
+                         variant=cfg.variant, cache_dir=cfg.cache_dir)
+    if cfg.upcast_vae:
+        pipe.vae.to(torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return build_encoding_cache(pipe, dataset, out_dir, {name: getattr(cfg, name) for name in CACHE_SETTINGS},
+                                cfg.max_sequence_length)
 
 # %% ../nbs/07_train.ipynb #c1fd6751
 def main(argv: list[str] | None = None) -> int:

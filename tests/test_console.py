@@ -17,6 +17,7 @@ COMMANDS = {  # a run of each command on the embedded tiny model, with a prompt 
     "lpd-train": ["lpd.train", "--profile", str(repo_root() / "data" / "profiles" / "tiny.yaml"),
                   "--max_train_steps", "2", "--validation_steps", "2", "--checkpointing_steps", "2",
                   "--output_dir", "{out}"],
+    "lpd-cache": ["lpd.cache", "{out}", "--profile", str(repo_root() / "data" / "profiles" / "tiny.yaml")],
 }
 
 

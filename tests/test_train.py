@@ -337,7 +337,7 @@ def test_timesteps_follow_the_sd3_density(frozen_tiny):
 
     cfg, frozen = frozen_tiny
     pixels = torch.rand(64, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, pixels, cfg,
+    latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, {"pixel_values": pixels}, cfg,
                                                                     torch.Generator().manual_seed(1))
     shift = frozen.noise_scheduler.config.shift  # the scheduler's shift moves the median u = 0.5 to this sigma
     s = sigmas.flatten()
@@ -357,7 +357,7 @@ def test_the_true_velocity_has_zero_loss(frozen_tiny, monkeypatch, precondition)
     cfg, frozen = frozen_tiny
     cfg = dataclasses.replace(cfg, precondition_outputs=precondition)
     batch = fixture_heldout_batch()
-    latents, noise, *_ = sample_noisy_latents(frozen, batch["pixel_values"], cfg, torch.Generator().manual_seed(3))
+    latents, noise, *_ = sample_noisy_latents(frozen, batch, cfg, torch.Generator().manual_seed(3))
     velocity = noise - latents
 
     def oracle(hidden_states, **kwargs):  # every (component, sample) row gets its sample's true velocity
