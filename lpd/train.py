@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -508,7 +509,7 @@ def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, s
     history, micro = [], []
     bar = tqdm(total=max_steps, initial=state["global_step"], desc="steps",
                disable=not accelerator.is_local_main_process)
-    batches = iter(stream)
+    batches, start = iter(stream), time.perf_counter()
     while state["global_step"] < max_steps:
         batch = next(batches)
         captions = [c if rng.random() >= cfg.component_dropout else "" for c in batch["captions"]]
@@ -535,7 +536,7 @@ def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, s
         accelerator.log(logs, step=step)
         if accelerator.is_main_process:
             with log_file.open("a") as f:
-                f.write(json.dumps({"step": step, **logs}) + "\n")
+                f.write(json.dumps({"step": step, **logs, "elapsed_s": round(time.perf_counter() - start, 3)}) + "\n")
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
         if step % cfg.checkpointing_steps == 0:
