@@ -42,3 +42,17 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     assert [t["images"] for t in result["long_generation"]["trace"]] == [2, 5]  # the first batch, then the end
     bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--sizes", "512,big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "got '512,big'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_training_from_the_cache_script_runs_small(tmp_path):
+    "reports/bench/train_from_cache.py at lpd.tiny's sizes: both runs train, and from the cache to the same loss."
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(repo_root() / "reports" / "bench" / "train_from_cache.py"), str(out),
+                           "--scale", "tiny", "--resolution", "64", "--steps", "4", "--warmup", "2", "--work",
+                           str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["on_the_fly"]["global_step"] == result["cached"]["global_step"] == 4
+    assert abs(result["on_the_fly"]["final_loss"] - result["cached"]["final_loss"]) < 1e-5
+    assert result["cache"]["images"] > 0 and result["cached"]["samples_per_s"] > 0
