@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import re
 import statistics
@@ -20,6 +19,7 @@ from diffusers import SD3Transformer2DModel
 from transformers import T5Config, T5EncoderModel
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import free_memory
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
@@ -147,11 +147,6 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
 # %% ../nbs/14_bench.ipynb #29473f18
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}  # torch.compile modes of the faster steps
 
-def _free(device):
-    "Release what the last measurement left (optimizer state, gradients) before the next one."
-    gc.collect()
-    torch.cuda.empty_cache() if device.type == "cuda" else None
-
 def _attempt(fn) -> dict:
     "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
     try:
@@ -208,7 +203,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
                     add("training step", mode=mode, size=sizes[0], batch=b, setup=setup,
                         **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype, setup), device,
                                                    warmup, iters)))
-                    _free(device)
+                    free_memory()  # diffusers': what the last measurement left (optimizer state, gradients)
             tf.disable_gradient_checkpointing()
     base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
             and "ms" in r}
@@ -373,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = None
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)
-        _free(device)
+        free_memory()
         pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype or ("bf16" if device.type == "cuda"
                                                                                 else "fp32"), device))
     for b in encode_batches:  # what a cache of encodings saves per training batch

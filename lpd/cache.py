@@ -64,33 +64,34 @@ def build_encoding_cache(
         text_shards.append(_write_shard(out / f"text-{len(text_shards):05d}.safetensors", tensors,
                                         [_text_key(c) for c in chunk]))
     keys, pixels, latent_shards, skipped = [], [], [], 0
-    def flush():
+    def flush():  # the latent distributions as the VAE gives them (its dtype): sampled anew at each step
         params = [pipe.vae.encode(torch.stack(pixels[i : i + batch_size]).to(device, pipe.vae.dtype)).latent_dist
-                  .parameters.float() for i in range(0, len(pixels), batch_size)]
+                  .parameters for i in range(0, len(pixels), batch_size)]
         latent_shards.append(_write_shard(out / f"latents-{len(latent_shards):05d}.safetensors",
                                           {"latent_params": torch.cat(params)}, keys.copy()))
-        keys.clear(), pixels.clear()
+        keys.clear()
+        pixels.clear()
     seen = set()
     for sample in dataset:
         skipped += sample["skipped"]
         if sample["pixel_values"] is None or sample["key"] in seen:
             continue
         seen.add(sample["key"])
-        keys.append(sample["key"]), pixels.append(sample["pixel_values"])
+        keys.append(sample["key"])
+        pixels.append(sample["pixel_values"])
         if len(keys) == shard_size:
             flush()
     if keys:
         flush()
     info = {"version": 1, "settings": settings, "num_captions": len(captions), "num_images": len(seen),
             "num_skipped_rows": skipped, "text_shards": text_shards, "latent_shards": latent_shards,
-            "vae": {"shift_factor": pipe.vae.config.shift_factor or 0.0,
-                    "scaling_factor": pipe.vae.config.scaling_factor}}
+            "vae": {"shift_factor": pipe.vae.config.shift_factor, "scaling_factor": pipe.vae.config.scaling_factor}}
     save_json(info, out / CACHE_FILE)
     return info
 
 # %% ../nbs/15_cache.ipynb #295f4a5a
 class EncodingCache:
-    "A cache written by `build_encoding_cache`: text encodings by caption, latent samples by image key."
+    "A cache written by `build_encoding_cache`: text encodings by caption, latent distributions by image key."
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -131,13 +132,9 @@ class EncodingCache:
         return PromptEncoding(*(self._rows(self.text, keys, name, captions) for name in
                                 ("clip_embeds", "t5_embeds", "t5_mask", "pooled_embeds"))).to(device)
 
-    def latents(self, keys: list[str], generator: torch.Generator | None = None, device=None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        "A latent sample of each image, normalised as SD3's training expects (shift, then scale)."
-        params = self._rows(self.images, keys, "latent_params", keys).to(device)
-        latents = DiagonalGaussianDistribution(params).sample(generator)
-        vae = self.info["vae"]
-        return ((latents - vae["shift_factor"]) * vae["scaling_factor"]).to(dtype)
+    def latent_dist(self, keys: list[str], device=None) -> DiagonalGaussianDistribution:
+        "The images' latent distributions, as `vae.encode(pixels).latent_dist` gave them (`info['vae']`: its config)."
+        return DiagonalGaussianDistribution(self._rows(self.images, keys, "latent_params", keys).to(device))
 
 # %% ../nbs/15_cache.ipynb #ac00ede2
 def main(argv: list[str] | None = None) -> int:

@@ -142,8 +142,7 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
 
     def captions(self):
         "Every caption any kept row may give, in row order (what a cache of text encodings must hold)."
-        rows = self.rows if isinstance(self.rows, datasets.IterableDataset) else iter(self.rows)
-        for row in rows:
+        for row in self.rows:
             if self._keeps(row):
                 yield from row_captions(row, self.caption_column)
 

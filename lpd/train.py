@@ -275,12 +275,15 @@ def noise_latents(
     return noise, noisy, timesteps, sigmas
 
 def clean_latents(frozen: Frozen, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-    "A normalised latent sample of each image: from the VAE's encoding of its pixels, or from the encoding cache."
+    "A normalised latent sample of each image, drawn from the VAE's encoding of its pixels or from the cache's."
     if frozen.cache is not None:
-        return frozen.cache.latents(batch["keys"], generator, frozen.pipe.transformer.device, frozen.weight_dtype)
-    vae = frozen.pipe.vae
-    latents = vae.encode(batch["pixel_values"].to(vae.device, vae.dtype)).latent_dist.sample(generator)
-    return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(frozen.weight_dtype)
+        dist = frozen.cache.latent_dist(batch["keys"], frozen.pipe.transformer.device)
+        shift, scale = frozen.cache.info["vae"]["shift_factor"], frozen.cache.info["vae"]["scaling_factor"]
+    else:
+        vae = frozen.pipe.vae
+        dist = vae.encode(batch["pixel_values"].to(vae.device, vae.dtype)).latent_dist
+        shift, scale = vae.config.shift_factor, vae.config.scaling_factor
+    return ((dist.sample(generator) - shift) * scale).to(frozen.weight_dtype)
 
 def prompt_encoding(frozen: Frozen, captions: list[str], cfg: TrainConfig, device) -> PromptEncoding:
     "The captions' CLIP/T5 encodings: from the text encoders, or from the encoding cache."

@@ -7,7 +7,6 @@ The model is lpd.bench's true-size pipeline (random weights) saved as a diffuser
 are the fixture set's images upscaled to --resolution; both runs use the default decomposer (4 x 128 tokens,
 6 blocks), batch 1, Adafactor and gradient checkpointing (the lightest setup), bf16 on CUDA."""
 import argparse
-import gc
 import json
 import tempfile
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusion3Pipeline
+from diffusers.training_utils import free_memory
 
 from lpd.bench import build_pipeline
 from lpd.core import repo_root
@@ -44,7 +44,7 @@ def main() -> None:
     parts = {k: v for k, v in pipe.components.items() if k != "decomposer"}
     StableDiffusion3Pipeline(**parts).save_pretrained(work / "model")
     del pipe, parts
-    gc.collect(), cuda and torch.cuda.empty_cache()
+    free_memory()
     result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "scale": a.scale, "steps": a.steps,
               "warmup": a.warmup, "resolution": a.resolution, "save_model_s": round(time.perf_counter() - t0, 1)}
     fixture = repo_root() / "data" / "fixtures" / "longalign"
@@ -59,7 +59,7 @@ def main() -> None:
     result["cache"] = {"seconds": round(time.perf_counter() - t0, 1), "captions": info["num_captions"],
                        "images": info["num_images"],
                        "mb": round(sum(f.stat().st_size for f in (work / "cache").iterdir()) / 1e6, 1)}
-    gc.collect(), cuda and torch.cuda.empty_cache()
+    free_memory()
     for name, extra in (("on_the_fly", []), ("cached", ["--encoding_cache", str(work / "cache")])):
         cuda and torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
                         "samples_per_s": samples_per_s(log, a.warmup, 1),
                         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                         "final_loss": metrics["final_loss"]}
-        gc.collect(), cuda and torch.cuda.empty_cache()
+        free_memory()
     result["speedup"] = round(result["cached"]["samples_per_s"] / result["on_the_fly"]["samples_per_s"], 3)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
