@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +23,8 @@ from .data import FIXTURE_DIR
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'SIZE_SCALE', 'ROWS', 'COLS', 'DEFAULT_RESOLUTION', 'PLACE',
            'OBJECT_TEMPLATES', 'RELATION_TEMPLATES', 'BACKGROUND_TEMPLATES', 'OPENING_TEMPLATES', 'FILLER', 'NUMBERS',
            'ShapeObject', 'Scene', 'sample_scene', 'shape_polygon', 'render_scene', 'word_counter', 't5_counter',
-           'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption', 'make_row',
-           'write_shapes_dataset', 'render_fixture_set', 'main']
+           'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption', 'world_texts',
+           'make_row', 'write_shapes_dataset', 'render_fixture_set', 'main']
 
 # %% ../nbs/08_shapes.ipynb #3559ec00
 SHAPES = ("circle", "square", "triangle", "diamond", "rectangle")
@@ -230,6 +231,17 @@ def long_caption(
         else:
             break
     return " ".join(head + body + said[:n_rel] + fillers[:n_fill]), pool[:n_rel]
+
+# %% ../nbs/08_shapes.ipynb #a1b4f13a
+def world_texts() -> list[str]:
+    "Every word the shapes world writes, in either phrasing: templates (slots blanked), slot values, a few captions."
+    phrases = [*(p for ps in PLACE.values() for p in ps), *OBJECT_TEMPLATES, *BACKGROUND_TEMPLATES, *OPENING_TEMPLATES,
+               *(t for ts in RELATION_TEMPLATES.values() for t in ts), *FILLER]
+    values = [*SHAPES, *COLOURS, *BACKGROUNDS, *SIZES, *NUMBERS]
+    rng = random.Random(0)
+    captions = [caption for phrasing in ("train", "eval") for caption in (
+        short_caption(sample_scene(rng, 3), rng, phrasing), long_caption(sample_scene(rng, 9), rng, phrasing)[0])]
+    return [re.sub(r"\{\w+\}", " ", t) for t in phrases] + values + captions
 
 # %% ../nbs/08_shapes.ipynb #ac68e22b
 def make_row(scene: Scene, rng: random.Random, kind: str, phrasing: str, count_tokens=None,

@@ -9,7 +9,9 @@ import copy
 import json
 import math
 import random
+import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -23,22 +25,22 @@ import yaml
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from transformers import HfArgumentParser
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentParser
 
 from .core import resolve_device, running_as_script, save_json
 from .evaluate import shapes_eval_prompts
 from .judge import METRICS, judge, judge_row
-from .shapes import make_row, render_scene, sample_scene
+from .shapes import make_row, render_scene, sample_scene, world_texts
 from .text import MAX_T5_TOKENS
 from .tiny import tiny_text_encoders
 from .train import noise_latents
 
 # %% auto #0
-__all__ = ['EVAL_SETS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels', 'to_images',
-           'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config',
+__all__ = ['EVAL_SETS', 'CLIP_PAIRS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels',
+           'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config',
            'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set',
-           'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'compact_tokenizers',
-           'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
+           'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'slim_clip', 'slim_clips',
+           'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -308,6 +310,59 @@ def ema_weights(model: torch.nn.Module, ema: EMAModel):
         ema.restore(model.parameters())
         model.train()
 
+# %% ../nbs/13_toy.ipynb #ac74a0df
+CLIP_PAIRS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))  # SD3's CLIP-L, CLIP-G
+
+def slim_clip(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModelWithProjection, texts: list[str]):
+    "CLIP's tokenizer and text encoder cut to the BPE merges `texts` use; the same tokens and outputs for `texts`."
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    made_by, specials = {a + b: (a, b) for a, b in merges}, [tokenizer.bos_token, tokenizer.eos_token]
+    keep, todo = set(), [t for text in texts for t in tokenizer.tokenize(text)]
+    while todo:  # every merge that builds a used token, down to the byte symbols
+        pair = made_by.get(todo.pop())
+        if pair and pair not in keep:
+            keep.add(pair)
+            todo.extend(pair)
+    kept = [m for m in merges if m in keep]  # in CLIP's order: BPE applies merges by rank
+    base = [t for t in sorted(model["vocab"], key=model["vocab"].get) if t not in made_by and t not in specials]
+    vocab = base + ["".join(m) for m in kept] + specials
+    folder = tempfile.mkdtemp(prefix="lpd-slim-clip-")
+    try:
+        Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in kept) + "\n")
+        slim = CLIPTokenizer.from_pretrained(folder, model_max_length=tokenizer.model_max_length,
+                                             pad_token=tokenizer.pad_token)
+    finally:
+        shutil.rmtree(folder)
+    changed = [t for t in texts if slim.tokenize(t) != tokenizer.tokenize(t)]
+    if changed:
+        raise ValueError(f"the cut vocabulary tokenizes {changed[0]!r} differently")
+    config = copy.deepcopy(text_encoder.config)
+    config.vocab_size, config.bos_token_id, config.eos_token_id = len(vocab), slim.bos_token_id, slim.eos_token_id
+    state = text_encoder.state_dict()
+    key = "text_model.embeddings.token_embedding.weight"
+    state[key] = state[key][torch.tensor([model["vocab"][t] for t in vocab])]
+    encoder = CLIPTextModelWithProjection(config).to(text_encoder.dtype)
+    encoder.load_state_dict(state)
+    return slim, encoder.requires_grad_(False).eval()
+
+def slim_clips(components: dict) -> dict:
+    "`components` with both CLIP pairs cut to the shapes world's words."
+    texts, out = world_texts(), dict(components)
+    for tok, enc in CLIP_PAIRS:
+        out[tok], out[enc] = slim_clip(components[tok], components[enc], texts)
+    return out
+
+def slim_toy_folder(folder: str | Path) -> None:
+    "Cut the CLIP pairs of a saved toy SD3 in place (`data/toy-sd3` was saved before `save_toy_sd3` cut them)."
+    folder = Path(folder)
+    parts = {tok: CLIPTokenizer.from_pretrained(folder / tok) for tok, _ in CLIP_PAIRS}
+    parts |= {enc: CLIPTextModelWithProjection.from_pretrained(folder / enc) for _, enc in CLIP_PAIRS}
+    for name, part in slim_clips(parts).items():
+        part.save_pretrained(folder / name)
+    compact_tokenizers(folder)
+
 # %% ../nbs/13_toy.ipynb #1ccee79d
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -317,10 +372,10 @@ def compact_tokenizers(folder: str | Path) -> None:
         path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False, separators=(",", ":")))
 
 def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
-    "Save the pipeline in fp16, diffusers layout, no file above 15 MB, tokenizer files compact."
+    "Save in fp16, diffusers layout, CLIP cut to the world's words, files under 15 MB, tokenizers compact."
     half = {k: copy.deepcopy(v).to("cpu", torch.float16) if isinstance(v, torch.nn.Module) else v
             for k, v in pipe.components.items()}
-    StableDiffusion3Pipeline(**half).save_pretrained(out_dir, max_shard_size="15MB")
+    StableDiffusion3Pipeline(**slim_clips(half)).save_pretrained(out_dir, max_shard_size="15MB")
     compact_tokenizers(out_dir)
     return Path(out_dir)
 

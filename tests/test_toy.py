@@ -2,16 +2,19 @@
 reconstructs held-out shapes-world scenes so that the judge reads them, its transformer draws held-out short prompts;
 and a resumed training run equals an uninterrupted one."""
 import json
+import random
 
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 from transformers import HfArgumentParser
 
 from lpd.core import default_model, repo_root
 from lpd.evaluate import shapes_eval_prompts
 from lpd.pipeline import PromptDecomposePipeline, load_pipeline
-from lpd.toy import (CHECKPOINT_NAME, ToySD3Config, ToyVAEConfig, fit_toy_sd3, judge_pipeline, mean_scores,
+from lpd.shapes import long_caption, sample_scene
+from lpd.tiny import tiny_text_encoders
+from lpd.toy import (CHECKPOINT_NAME, CLIP_PAIRS, ToySD3Config, ToyVAEConfig, fit_toy_sd3, judge_pipeline, mean_scores,
                      roundtrip_scores, training_scenes)
 
 VAE = repo_root() / "data" / "toy-sd3" / "vae"
@@ -78,7 +81,26 @@ def test_the_embedded_default_is_the_toy_with_its_trained_decomposer():
     rows = shapes_eval_prompts(8, 1, pipe.tokenizer_3, (4, 6), "train")
     scores = mean_scores(judge_pipeline(pipe, rows, seed=0, num_inference_steps=12)[0])
     assert scores["presence"] >= 0.25, scores
-    assert sum(f.stat().st_size for f in TOY.rglob("*") if f.is_file()) < 42.5e6  # toy 39.7 MB + decomposer 2.5 MB
+    assert sum(f.stat().st_size for f in TOY.rglob("*") if f.is_file()) <= 40e6  # the budget; 32.7 MB now
+
+
+def test_the_shipped_clip_pairs_are_the_random_encoders_cut_to_the_world():
+    """`data/toy-sd3`'s CLIP-L/G were trained against as lpd.tiny's random encoders (text_seed 0, fp16) with CLIP's
+    full 49,408-token vocabulary; shipped cut to the shapes world's merges (`lpd.toy.slim_toy_folder`), they must read
+    every long caption, in either phrasing, exactly as those did."""
+    pipe = StableDiffusion3Pipeline.from_pretrained(TOY, transformer=None, vae=None, text_encoder_3=None)
+    full = tiny_text_encoders(0)
+    rng = random.Random(7)
+    caps = [long_caption(sample_scene(rng, (2, 9)), rng, phrasing, 500)[0] for phrasing in ("train", "eval") * 4]
+    for tok, enc in CLIP_PAIRS:
+        shipped, reference = getattr(pipe, tok), full[tok]
+        assert len(shipped) < 1500 and shipped.pad_token == reference.pad_token
+        assert [shipped.tokenize(c) for c in caps] == [reference.tokenize(c) for c in caps]
+        clip = dict(padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            a = getattr(pipe, enc).float()(shipped(caps, **clip).input_ids, output_hidden_states=True)
+            b = full[enc].half().float()(reference(caps, **clip).input_ids, output_hidden_states=True)
+        assert torch.equal(a.text_embeds, b.text_embeds) and torch.equal(a.hidden_states[-2], b.hidden_states[-2])
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
