@@ -25,7 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import PromptDecomposePipeline, compile_blocks
+from .pipeline import PromptDecomposePipeline, compile_blocks, fp8_blocks
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
@@ -145,7 +145,8 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     return step
 
 # %% ../nbs/14_bench.ipynb #29473f18
-COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}  # torch.compile modes of the faster steps
+COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead",  # torch.compile modes of the faster steps
+                 "fp8": "default", "fp8+cudagraphs": "reduce-overhead"}  # the same after fp8_blocks
 
 def _attempt(fn) -> dict:
     "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
@@ -156,7 +157,7 @@ def _attempt(fn) -> dict:
 
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
               compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
-              cudagraphs: bool = False, progress=None, train_setups=("adamw",)) -> dict:
+              cudagraphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
@@ -177,7 +178,14 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
     m["t5"].to("cpu")  # frees its memory for what follows
     tf = m["transformer"]
     modes = ["eager"] + (["compiled"] if compile else []) + (["cudagraphs"] if cudagraphs else [])
+    modes += (["fp8"] + (["fp8+cudagraphs"] if cudagraphs else [])) if fp8 else []  # last: quantizes in place
     for mode in modes:
+        if mode == "fp8":
+            t0 = time.perf_counter()
+            quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
+            add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
+            if "error" in quantized:
+                break
         if mode != "eager":
             torch._dynamo.reset()  # each mode compiles afresh
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
@@ -328,7 +336,7 @@ def plot_memory(long: dict, path: Path) -> Path:
 
 # %% ../nbs/14_bench.ipynb #b2cc2436
 def main(argv: list[str] | None = None) -> int:
-    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cudagraphs] [--out_dir reports/bench]`"
+    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cudagraphs] [--fp8] [--out_dir DIR]`"
     p = argparse.ArgumentParser(prog="lpd-bench", description="Speed and memory of lpd at true size, random weights.")
     p.add_argument("--scale", default="sd35_medium", choices=sorted(SCALES))
     p.add_argument("--sizes", default="512,1024", help="comma-separated image sizes")
@@ -336,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train_batches", default="1,4", help="comma-separated training batch sizes")
     p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
     p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
+    p.add_argument("--fp8", action="store_true", help="then time the blocks with fp8 matmuls (torchao), compiled")
     p.add_argument("--train_setups", default="adamw", help=f"comma-separated, of {', '.join(TRAIN_SETUPS)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
@@ -364,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype, args.cudagraphs,
-                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups)
+                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups,
+                       fp8=args.fp8)
     pipe = None
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)

@@ -13,7 +13,8 @@ from pathlib import Path
 from .core import default_model, running_as_script, save_json
 from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, compile_blocks, load_pipeline
+from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, compile_blocks, fp8_blocks,
+                          load_pipeline)
 from .text import read_prompts
 
 # %% auto #0
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
                    help="with a decomposer or --baseline split: per_component (the original) or one shared pass")
     p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
+    p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
     return p
 
 def run(args, pipe=None) -> dict:
@@ -66,6 +68,8 @@ def run(args, pipe=None) -> dict:
     if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
         pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
         pipe.set_progress_bar_config(disable=True)
+    if args.fp8:
+        fp8_blocks(pipe.transformer)
     if args.compile:
         compile_blocks(pipe.transformer)
     if args.baseline == "split" and not isinstance(pipe, PromptDecomposePipeline):

@@ -27,7 +27,7 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'compile_blocks']
+           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'compile_blocks', 'fp8_blocks']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
@@ -441,3 +441,17 @@ def compile_blocks(transformer, mode: str = "default") -> float:
     for block in transformer.transformer_blocks:
         block.compile(dynamic=False, mode=mode)
     return time.perf_counter() - t0
+
+# %% ../nbs/04_pipeline.ipynb #9f587af7
+def fp8_blocks(transformer) -> int:
+    "fp8 matmuls in the transformer blocks' linear layers (torchao's dynamic float8, per-row scales), in place."
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    except ImportError as e:
+        raise ImportError(f"fp8 matmuls need torchao ({e}): pip install torchao") from None
+    def fits(module, fqn=""):  # fp8 GEMMs need both sides of the weight in multiples of 16
+        return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+    count = sum(fits(m) for m in transformer.transformer_blocks.modules())
+    quantize_(transformer.transformer_blocks, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+              filter_fn=fits)
+    return count

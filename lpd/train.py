@@ -31,7 +31,7 @@ from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
-from .pipeline import PromptDecomposePipeline, load_pipeline, predict_components, sub_prompts
+from .pipeline import PromptDecomposePipeline, compile_blocks, load_pipeline, predict_components, sub_prompts
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
@@ -112,6 +112,8 @@ class TrainConfig:
     resume_from_checkpoint: str | None = _f(None, "'latest' or a checkpoint directory")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
+    compile_transformer: bool = _f(False, "compile the frozen transformer's blocks (regional torch.compile, static "
+                                          "shapes): faster steps once the first has compiled them")
     upcast_vae: bool = _f(False, "keep the VAE in fp32 under mixed precision")
     learning_rate: float = _f(5e-6, "peak learning rate")
     scale_lr: bool = _f(False, "multiply the learning rate by processes x accumulation x batch size")
@@ -249,6 +251,8 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache
         module.to(accelerator.device, dtype)
     if cfg.gradient_checkpointing:
         pipe.transformer.enable_gradient_checkpointing()
+    if cfg.compile_transformer:
+        compile_blocks(pipe.transformer)
     pipe.set_progress_bar_config(disable=True)
     return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype, cache)
 
@@ -497,7 +501,9 @@ def fit(cfg: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     metrics = dict(global_step=state["global_step"], num_skipped_rows=stream.num_skipped,
                    final_loss=float(np.mean([h["loss"] for h in history[-10:]])) if history else None,
-                   num_processes=accelerator.num_processes)
+                   num_processes=accelerator.num_processes,
+                   peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                   if accelerator.device.type == "cuda" else None)  # this process's
     if accelerator.is_main_process:
         accelerator.unwrap_model(decomposer).save_pretrained(out)
         save_json(metrics, out / "metrics.json")

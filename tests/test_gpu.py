@@ -150,3 +150,29 @@ def test_two_gpu_training_script(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_processes_2gpu"] == 2 and summary["steps_where_ranks_shared_a_caption"] == 0
+
+
+def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
+    "lpd.pipeline.fp8_blocks (torchao's dynamic float8, H100+): every block linear quantized, outputs near bf16's."
+    pytest.importorskip("torchao")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 matmuls need an H100-class GPU")
+    from lpd.pipeline import fp8_blocks
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(  # SD3.5-Medium's block shapes, 4 layers, 2 of them dual attention
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=4, attention_head_dim=64,
+        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+        pos_embed_max_size=96, dual_attention_layers=(0, 1), qk_norm="rms_norm").to("cuda", torch.bfloat16)
+    inputs = dict(hidden_states=torch.randn(2, 16, 64, 64, device="cuda", dtype=torch.bfloat16),
+                  encoder_hidden_states=torch.randn(2, 205, 4096, device="cuda", dtype=torch.bfloat16),
+                  pooled_projections=torch.randn(2, 2048, device="cuda", dtype=torch.bfloat16),
+                  timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    with torch.no_grad():
+        reference = transformer(**inputs)[0].float()
+        linears = sum(isinstance(m, torch.nn.Linear) for m in transformer.transformer_blocks.modules())
+        assert fp8_blocks(transformer) == linears > 0
+        out = transformer(**inputs)[0].float()
+    error = ((out - reference).norm() / reference.norm()).item()
+    print(f"fp8 blocks: {linears} linears, relative error {error:.4f} against bf16")
+    assert 0 < error < 0.1

@@ -15,7 +15,7 @@ from lpd.data import fixture_heldout_batch
 from lpd.decomposer import PromptDecomposer
 from lpd.infer import main as infer_main
 from lpd.tiny import tiny_decomposer
-from lpd.train import heldout_loss, load_frozen, main, parse_args, training_loss
+from lpd.train import decomposer_from_config, heldout_loss, load_frozen, main, parse_args, training_loss
 
 from conftest import tiny_train_args
 
@@ -379,3 +379,24 @@ def test_every_decomposer_tensor_is_trained(tmp_path, tiny_dir):
     start, end = load_file(tmp_path / "init" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
     frozen = [k for k in start if torch.equal(start[k], end[k])]
     assert frozen == [], frozen
+
+
+@pytest.mark.slow
+def test_compile_transformer_compiles_the_frozen_blocks_and_keeps_loss_and_gradients(tiny_dir):
+    "--compile_transformer: the frozen transformer's blocks compiled in place; loss and decomposer gradients as eager."
+    cfg = parse_args(run_args(tiny_dir, "unused", 1))
+    batch = fixture_heldout_batch()
+    results = []
+    for compiled in (False, True):
+        cfg.compile_transformer = compiled
+        frozen = load_frozen(cfg, Accelerator(cpu=True))
+        blocks = frozen.pipe.transformer.transformer_blocks
+        assert all((b._compiled_call_impl is not None) == compiled for b in blocks)
+        decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
+        decomposer.load_state_dict(tiny_decomposer(seed=0).state_dict())
+        loss = training_loss(frozen, decomposer, batch, cfg, batch["captions"], torch.Generator().manual_seed(0))
+        loss["loss"].backward()
+        results.append((loss["loss"].item(), [p.grad for p in decomposer.parameters()]))
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    assert abs(eager - compiled) < 1e-5 and eager > 0
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(eager_grads, compiled_grads))
