@@ -157,7 +157,8 @@ def _attempt(fn) -> dict:
 
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
               compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
-              cudagraphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False) -> dict:
+              cudagraphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
+              layouts=("plain_cfg", "original", "shared")) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
@@ -190,7 +191,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
             torch._dynamo.reset()  # each mode compiles afresh
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
         for size in sizes:
-            for layout in ("plain_cfg", "original", "shared"):
+            for layout in ("plain_cfg", "original", "shared") if mode == "eager" else layouts:  # eager: baselines
                 rows = layout_rows(layout, K, batch)
                 inputs = step_inputs(m, size, rows, 77 + (T if layout == "plain_cfg" else N), device, dtype)
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
     p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
     p.add_argument("--fp8", action="store_true", help="then time the blocks with fp8 matmuls (torchao), compiled")
+    p.add_argument("--layouts", default="plain_cfg,original,shared", help="steps timed in the compiled modes "
+                   "(each compiles afresh; eager times all three, the baselines)")
     p.add_argument("--train_setups", default="adamw", help=f"comma-separated, of {', '.join(TRAIN_SETUPS)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
@@ -374,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype, args.cudagraphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups,
-                       fp8=args.fp8)
+                       fp8=args.fp8, layouts=[s for s in args.layouts.split(",") if s])
     pipe = None
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)
