@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         metrics = run(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         print(f"lpd-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     n, seeds, judged = metrics["num_prompts"], len(metrics["seeds"]), metrics["num_judged"]

@@ -445,6 +445,10 @@ def compile_blocks(transformer, mode: str = "default") -> float:
 # %% ../nbs/04_pipeline.ipynb #9f587af7
 def fp8_blocks(transformer) -> int:
     "fp8 matmuls in the transformer blocks' linear layers (torchao's dynamic float8, per-row scales), in place."
+    device = transformer.device
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        raise ValueError(f"fp8 matmuls need a GPU with fp8 tensor cores (H100, L4, RTX 40xx or later), not {name}")
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
     except ImportError as e:

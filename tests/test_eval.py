@@ -53,6 +53,16 @@ def test_bad_input(tmp_path, capsys):
     assert "prompt file not found" in capsys.readouterr().err
 
 
+def test_fp8_without_an_fp8_gpu_is_refused_in_one_line(tmp_path, tiny_dir, capsys):
+    "`--fp8` on the CPU (or a GPU without fp8 tensor cores) stops before rendering, naming the device."
+    args = ["--pretrained_model_name_or_path", str(tiny_dir), "--shapes_eval", "2", "--output_dir", str(tmp_path),
+            "--device", "cpu", "--fp8"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lpd-eval: error: fp8 matmuls need a GPU with fp8 tensor cores") and "not cpu" in err
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_shapes_dataset_trains_unchanged(tmp_path, tiny_dir):
     "lpd-shapes writes LongAlign-schema rows that lpd.train consumes as they are; eval rows keep out of training."
     from lpd.shapes import main as shapes_main
