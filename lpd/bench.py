@@ -197,7 +197,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
                               and r["name"] == f"step {layout}" and r.get("gflop")), None)
                 def step():
-                    if mode == "cudagraphs":
+                    if COMPILE_MODES.get(mode) == "reduce-overhead":  # cudagraphs, fp8+cudagraphs
                         torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
                     return tf(**inputs)
                 t0 = time.perf_counter()
