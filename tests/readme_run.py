@@ -28,7 +28,7 @@ SUBSTITUTIONS = [  # (README text, what runs instead)
     ("--device cuda", "--device cpu"),
     ("--num_scenes 20000", "--num_scenes 40"),
     ("--num_scenes 500", "--num_scenes 20"),
-    ("--shapes_eval 200", "--shapes_eval 4"),
+    ("--shapes_eval 200", "--shapes_eval 2"),
 ]
 
 
