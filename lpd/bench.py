@@ -31,9 +31,9 @@ from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
-           'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation', 'encoding_step',
-           'plot_memory', 'main']
+__all__ = ['SCALES', 'BASELINES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs',
+           'layout_rows', 'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation',
+           'encoding_step', 'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -110,9 +110,11 @@ def step_inputs(m: dict, size: int, rows: int, text_tokens: int, device, dtype) 
                 pooled_projections=torch.randn(rows, tf.pooled_projection_dim, device=device, dtype=dtype),
                 timestep=torch.full((rows,), 500.0, device=device), return_dict=False)
 
+BASELINES = ("plain_cfg", "original", "shared")  # the layouts eager mode always times
+
 def layout_rows(layout: str, K: int, batch: int) -> int:
-    "Transformer rows of one step: plain CFG 2B, the original 2KB, the shared negative (K + 1)B."
-    return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1}[layout] * batch
+    "Transformer rows of one step: plain CFG 2B, the original 2KB, the shared negative (K + 1)B, the components KB."
+    return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K}[layout] * batch
 
 TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient checkpointing)
     "adamw": ({}, False),
@@ -191,7 +193,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
             torch._dynamo.reset()  # each mode compiles afresh
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
         for size in sizes:
-            for layout in ("plain_cfg", "original", "shared") if mode == "eager" else layouts:  # eager: baselines
+            for layout in dict.fromkeys([*BASELINES, *layouts]) if mode == "eager" else layouts:  # eager: baselines
                 rows = layout_rows(layout, K, batch)
                 inputs = step_inputs(m, size, rows, 77 + (T if layout == "plain_cfg" else N), device, dtype)
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
@@ -214,6 +216,12 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
                                                    warmup, iters)))
                     free_memory()  # diffusers': what the last measurement left (optimizer state, gradients)
             tf.disable_gradient_checkpointing()
+    for r in [r for r in records if r["name"] == "step components" and "ms" in r]:  # without the negative
+        shared = next((s for s in records if s["name"] == "step shared" and s.get("mode") == r["mode"]
+                       and s.get("size") == r["size"] and "ms" in s), None)
+        if shared:  # negative_every=2: steps of K + 1 rows and of K rows alternate
+            records.append({"name": "step shared, negative every 2nd", "mode": r["mode"], "size": r["size"],
+                            "ms": round((shared["ms"] + r["ms"]) / 2, 3)})
     base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
             and "ms" in r}
     for r in records:
@@ -347,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
     p.add_argument("--fp8", action="store_true", help="then time the blocks with fp8 matmuls (torchao), compiled")
     p.add_argument("--layouts", default="plain_cfg,original,shared", help="steps timed in the compiled modes "
-                   "(each compiles afresh; eager times all three, the baselines)")
+                   "(each compiles afresh; eager times them and the first three, the baselines), of plain_cfg, "
+                   "original, shared, components (K rows: with shared, the steps of negative_every=2)")
     p.add_argument("--train_setups", default="adamw", help=f"comma-separated, of {', '.join(TRAIN_SETUPS)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
@@ -370,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.sizes!r}, {args.train_batches!r}, {args.encode_batches!r}", file=sys.stderr)
         return 2
     setups = [s for s in args.train_setups.split(",") if s]
+    layouts = [s for s in args.layouts.split(",") if s]
+    if unknown := [s for s in layouts if s not in (*BASELINES, "components")]:
+        print(f"lpd-bench: error: unknown --layouts {', '.join(unknown)}; choose from {', '.join(BASELINES)}, "
+              "components", file=sys.stderr)
+        return 2
     if unknown := [s for s in setups if s not in TRAIN_SETUPS]:
         print(f"lpd-bench: error: unknown --train_setups {', '.join(unknown)}; choose from {', '.join(TRAIN_SETUPS)}",
               file=sys.stderr)
@@ -377,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
                        args.device, args.dtype, args.cudagraphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups,
-                       fp8=args.fp8, layouts=[s for s in args.layouts.split(",") if s])
+                       fp8=args.fp8, layouts=layouts)
     pipe = None
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)

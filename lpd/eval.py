@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split_components", type=int, default=4, help="--baseline split: texts per prompt")
     p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
                    help="with a decomposer or --baseline split: per_component (the original) or one shared pass")
+    p.add_argument("--negative_every", type=int, default=1, help="with --negative_branch shared: the unconditional "
+                   "pass every N-th step, its prediction reused between (an approximation; 1 = every step)")
     p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
     p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
     return p
@@ -62,6 +64,8 @@ def run(args, pipe=None) -> dict:
     composes = args.decomposer_ckpt or args.baseline == "split"
     if args.negative_branch != "per_component" and not composes:
         raise ValueError(f"--negative_branch {args.negative_branch} needs a decomposer or --baseline split")
+    if args.negative_every != 1 and args.negative_branch != "shared":
+        raise ValueError(f"--negative_every {args.negative_every} needs --negative_branch shared")
     model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
@@ -84,7 +88,8 @@ def run(args, pipe=None) -> dict:
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
                           guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                           max_sequence_length=args.max_sequence_length,
-                          **({"negative_branch": args.negative_branch} if composes else {}))}
+                          **({"negative_branch": args.negative_branch, "negative_every": args.negative_every}
+                             if composes else {}))}
     save_json(metrics, out / "metrics.json")
     return metrics
 

@@ -239,6 +239,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         mu: float | None = None,
         sub_prompts: list[list[str]] | None = None,  # per prompt, K texts to compose instead of decomposing a prompt
         negative_branch: str = "per_component",  # "shared": one unconditional pass for all components (K+1 passes)
+        negative_every: int = 1,  # with "shared": the unconditional pass every n-th step, reused in between
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
@@ -247,7 +248,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         the linguistic-split baseline, e.g. `[deal_sentences(prompt, 4)]`. With guidance, `negative_branch="shared"`
         replaces the K negative sub-prompts (the original's layout, 2K passes a step) by one unconditional pass on
         the negative prompt as stock SD3 encodes it, T5 padded to the sub-prompts' length (K + 1 passes): the
-        Composable-Diffusion form of the conjunction.
+        Composable-Diffusion form of the conjunction. `negative_every=n` then runs that pass at steps 0, n, 2n, ... and
+        reuses its last prediction in the steps between (K rows instead of K + 1): an approximation, off by default.
         Returns a [`StableDiffusion3PipelineOutput`] (or a tuple with `return_dict=False`).
         """
         height = height or self.default_sample_size * self.vae_scale_factor
@@ -257,6 +259,10 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                                     components, component_weights, max_sequence_length, sub_prompts)
         if negative_branch not in NEGATIVE_BRANCHES:
             raise ValueError(f"negative_branch must be one of {NEGATIVE_BRANCHES}, got {negative_branch!r}")
+        if not isinstance(negative_every, int) or negative_every < 1:
+            raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
+        if negative_every > 1 and (negative_branch != "shared" or guidance_scale <= 1):
+            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
         self._guidance_scale, self._clip_skip, self._interrupt = guidance_scale, clip_skip, False
         self._joint_attention_kwargs = None
         device = self._execution_device
@@ -291,10 +297,15 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         # 6. Denoising loop: one transformer batch of G*K*B rows per step, then composition
         weights = None if component_weights is None else torch.tensor(component_weights, device=device)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for t in timesteps:
-                noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)
-                if shared:  # (1, 1 + K, ...) -> (2, K, ...): the one unconditional prediction serves every component
-                    noise_pred = torch.stack([noise_pred[0, :1].expand(K, *noise_pred.shape[2:]), noise_pred[0, 1:]])
+            for i, t in enumerate(timesteps):
+                if shared and i % negative_every:  # the K component rows only: the last unconditional stands
+                    cond = predict_components(self.transformer, latents, t, embeds[:, 1:], pooled[:, 1:])[0]
+                else:
+                    noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)
+                    if shared:  # kept apart from the transformer's output buffers (CUDA graphs reuse them)
+                        uncond, cond = noise_pred[0, :1].clone(), noise_pred[0, 1:]
+                if shared:  # (2, K, ...): the one unconditional prediction serves every component
+                    noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
                 noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 progress_bar.update()

@@ -25,7 +25,8 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --out_dir."
     args = ["--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile", "--warmup", "1", "--iters",
             "2", "--device", "cpu", "--out_dir", str(tmp_path), "--long_generation", "5", "--long_batch", "2",
-            "--long_size", "64", "--encode_batches", "1", "--train_setups", "adamw,adafactor+checkpointing"]
+            "--long_size", "64", "--encode_batches", "1", "--train_setups", "adamw,adafactor+checkpointing",
+            "--layouts", "shared,components"]
     proc = subprocess.run([sys.executable, "-m", "lpd.bench", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = sorted(p.name for p in tmp_path.iterdir())
@@ -35,6 +36,8 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     rows = {r["name"]: r for r in result["records"]}
     assert rows["step original"]["rows"] == 2 * rows["step shared"]["rows"] - 2  # 2K versus K + 1, K = 4
     assert "| step shared | eager | 64 | 5 |" in proc.stdout
+    every2 = (rows["step shared"]["ms"] + rows["step components"]["ms"]) / 2  # K + 1 rows, then K (4 rows)
+    assert rows["step components"]["rows"] == 4 and rows["step shared, negative every 2nd"]["ms"] == round(every2, 3)
     train = [r for r in result["records"] if r["name"] == "training step"]
     assert [r["setup"] for r in train] == ["adamw", "adafactor+checkpointing"] and all(r["ms"] > 0 for r in train)
     assert train[1]["gflop"] > train[0]["gflop"]  # checkpointing recomputes the transformer's forward pass
@@ -42,6 +45,9 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     assert [t["images"] for t in result["long_generation"]["trace"]] == [2, 5]  # the first batch, then the end
     bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--sizes", "512,big"], capture_output=True, text=True)
     assert bad.returncode == 2 and "got '512,big'" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--layouts", "shared,every2"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown --layouts every2" in bad.stderr
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
 #   shared NAME...  the named decomposers with --negative_branch shared (training phrasings, 3 seeds)
 #   compiled NAME... the same with --compile (the transformer's blocks compiled)
 #   fp8 NAME...      the same with --compile --fp8 (fp8 matmuls in the blocks, torchao; H100 and later)
+#   every2 NAME...   --negative_branch shared --negative_every 2 (the unconditional pass every other step)
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
@@ -17,7 +18,7 @@ RUN=runs/toy-study
 MODEL=data/toy-sd3
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)
@@ -66,6 +67,13 @@ fp8)  # the same with fp8 matmuls in the transformer's blocks
   mkdir -p $RUN/eval
   for name in "$@"; do
     one "$name-shared-fp8" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared --compile --fp8 &
+  done
+  wait
+  ;;
+every2)  # the shared negative computed every other step, its prediction reused in between (an approximation)
+  mkdir -p $RUN/eval
+  for name in "$@"; do
+    one "$name-shared-every2" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared --negative_every 2 &
   done
   wait
   ;;
