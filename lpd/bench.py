@@ -32,8 +32,8 @@ from .train import TrainConfig, build_optimizer, composite_prediction, flow_matc
 
 # %% auto #0
 __all__ = ['SCALES', 'BASELINES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs',
-           'layout_rows', 'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline', 'long_generation',
-           'encoding_step', 'plot_memory', 'main']
+           'layout_rows', 'transformer_step', 'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline',
+           'long_generation', 'encoding_step', 'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -116,6 +116,18 @@ def layout_rows(layout: str, K: int, batch: int) -> int:
     "Transformer rows of one step: plain CFG 2B, the original 2KB, the shared negative (K + 1)B, the components KB."
     return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K}[layout] * batch
 
+def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cudagraphs: bool = False):
+    "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cudagraphs`: a new graph step)."
+    tf, spec = m["transformer"], m["spec"]
+    K, N = spec["decomposer"]["num_components"], spec["decomposer"]["num_tokens"]
+    text_tokens = 77 + (spec["t5_tokens"] if layout == "plain_cfg" else N)  # CLIP + T5, or CLIP + a sub-prompt
+    inputs = step_inputs(m, size, layout_rows(layout, K, batch), text_tokens, tf.device, tf.dtype)
+    def step():
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
+        return tf(**inputs)
+    return step
+
 TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient checkpointing)
     "adamw": ({}, False),
     "adamw+checkpointing": ({}, True),
@@ -194,20 +206,15 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
         for size in sizes:
             for layout in dict.fromkeys([*BASELINES, *layouts]) if mode == "eager" else layouts:  # eager: baselines
-                rows = layout_rows(layout, K, batch)
-                inputs = step_inputs(m, size, rows, 77 + (T if layout == "plain_cfg" else N), device, dtype)
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
                               and r["name"] == f"step {layout}" and r.get("gflop")), None)
-                def step():
-                    if COMPILE_MODES.get(mode) == "reduce-overhead":  # cudagraphs, fp8+cudagraphs
-                        torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
-                    return tf(**inputs)
+                step = transformer_step(m, size, layout, batch, COMPILE_MODES.get(mode) == "reduce-overhead")
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     result = _attempt(lambda: measure(step, device, warmup, iters,
                                                       None if eager is None else int(eager["gflop"] * 1e9)))
-                add(f"step {layout}", mode=mode, size=size, rows=rows, setup_s=round(time.perf_counter() - t0, 1),
-                    **result)
+                add(f"step {layout}", mode=mode, size=size, rows=layout_rows(layout, K, batch),
+                    setup_s=round(time.perf_counter() - t0, 1), **result)
         if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
             for setup in train_setups:
                 for b in train_batches:

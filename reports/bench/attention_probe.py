@@ -15,13 +15,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from diffusers import SD3Transformer2DModel
 
-from lpd.bench import SCALES, build_modules, layout_rows, measure, step_inputs
+from lpd.bench import SCALES, build_modules, measure, transformer_step
 from lpd.pipeline import compile_blocks, fp8_blocks
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 torch._logging.set_logs(recompiles=True, graph_breaks=True)
-dev, dt, K, SIZES = torch.device("cuda"), torch.bfloat16, 4, (512, 1024)
+dev, dt, SIZES = torch.device("cuda"), torch.bfloat16, (512, 1024)
 
 
 def log(**r):
@@ -53,11 +53,7 @@ EAGER_GFLOP = {}
 
 def timed(mode, size, layout, attention, cudagraphs=False):
     "Median ms of one step; compiled steps take the eager FLOP count (the counter must not run a compiled call)."
-    inputs = step_inputs(m, size, layout_rows(layout, K, 1), 77 + (512 if layout == "plain_cfg" else 128), dev, dt)
-    def step():
-        if cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        return tf(**inputs)
+    step = transformer_step(m, size, layout, cudagraphs=cudagraphs)
     t0 = time.perf_counter()
     with torch.no_grad():
         try:
@@ -72,9 +68,8 @@ def timed(mode, size, layout, attention, cudagraphs=False):
 
 def kernels(size, label):  # which attention kernels one (eager) step ran
     from torch.profiler import ProfilerActivity, profile
-    inputs = step_inputs(m, size, layout_rows("shared", K, 1), 77 + 128, dev, dt)
     with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-        tf(**inputs)
+        transformer_step(m, size, "shared")()
         torch.cuda.synchronize()
     names = {e.key[:90]: round(e.device_time_total / 1e3, 2) for e in prof.key_averages()
              if any(s in e.key.lower() for s in ("sdpa", "flash", "fmha", "attention"))}

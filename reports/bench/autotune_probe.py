@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from lpd.bench import build_modules, layout_rows, measure, step_inputs
+from lpd.bench import build_modules, measure, transformer_step
 from lpd.pipeline import compile_blocks, fp8_blocks
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 sizes = [int(s) for s in sys.argv[2:]] or [1024, 512]
-dev, dt, K = torch.device("cuda"), torch.bfloat16, 4
+dev, dt = torch.device("cuda"), torch.bfloat16
 
 
 def log(**r):
@@ -35,11 +35,7 @@ gflop, base = {}, {}
 
 
 def timed(mode, size, layout, cudagraphs=False):
-    inputs = step_inputs(m, size, layout_rows(layout, K, 1), 77 + 128, dev, dt)
-    def step():
-        if cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        return tf(**inputs)
+    step = transformer_step(m, size, layout, cudagraphs=cudagraphs)
     t0 = time.perf_counter()
     with torch.no_grad():
         try:
