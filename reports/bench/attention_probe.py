@@ -1,9 +1,11 @@
 """GPU probe for issue 11: SDPA kernels at the composite's shapes; which one PyTorch picks inside the SD3.5-Medium-size
 transformer (random weights); the shared-negative step in bf16 and with fp8 blocks (per-row and per-tensor scales,
-torchao without its inductor settings), compiled and with CUDA graphs. One JSON line per measurement in
-OUT_DIR/probe.jsonl; `reports/bench/20261127-nvidia-h100-80gb-hbm3-attention-fp8-probe.jsonl` is one run.
+torchao without its inductor settings), compiled and with CUDA graphs; with --max_autotune instead, the fp8 blocks
+in inductor's max-autotune mode (GEMM templates autotuned, epilogues fused, CUDA graphs). One JSON line per
+measurement in OUT_DIR/probe.jsonl; `reports/bench/20261127-nvidia-h100-80gb-hbm3-attention-fp8-probe.jsonl` is one
+run, `-fp8-max-autotune-probe.jsonl` one of --max_autotune (written by this script's first form, autotune_probe.py).
 
-    python reports/bench/attention_probe.py OUT_DIR
+    python reports/bench/attention_probe.py OUT_DIR [--max_autotune]
 """
 import json
 import sys
@@ -83,7 +85,7 @@ def phase(label, mode, sizes=SIZES):
     t0 = time.perf_counter()
     compile_blocks(tf, mode)
     for size in sizes:
-        timed(f"{label} {mode}", size, "shared", "native", mode == "reduce-overhead")
+        timed(f"{label} {mode}", size, "shared", "native", mode in ("reduce-overhead", "max-autotune"))
     log(what="phase", label=label, mode=mode, seconds=round(time.perf_counter() - t0, 1))
 
 
@@ -95,6 +97,11 @@ kernels(1024, "eager, PyTorch's choice")
 with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
     timed("eager", 1024, "shared", "flash")
     kernels(1024, "eager, flash held")
+
+if "--max_autotune" in sys.argv[2:]:  # instead of 3-4 (its first call of 1024² outlasted a 10-minute GPU call)
+    log(what="fp8 layers", n=fp8_blocks(tf))
+    phase("fp8 rows", "max-autotune", (1024, 512))
+    sys.exit()
 
 # 3. bf16 compiled (the earlier runs' 32.1 / 121.7 ms); fp8 per row, compiled and CUDA graphs
 phase("bf16", "default")

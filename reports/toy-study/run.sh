@@ -49,31 +49,13 @@ eval)
   done
   wait
   ;;
-shared)  # issue 11's faster sampling on the toy: one shared unconditional pass instead of K (training phrasings)
+shared|compiled|fp8|every2)  # issue 11's faster sampling on the toy (training phrasings, 3 seeds), one shared
+  # unconditional pass instead of K, then: the blocks compiled, fp8 matmuls in them, or that pass every other step
+  declare -A extra=([shared]="" [compiled]="--compile" [fp8]="--compile --fp8" [every2]="--negative_every 2")
+  suffix=$([ $stage = shared ] && echo shared || echo shared-$stage)
   mkdir -p $RUN/eval
   for name in "$@"; do
-    one "$name-shared" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared &
-  done
-  wait
-  ;;
-compiled)  # the same with the transformer's blocks compiled (issue 11's fastest mode)
-  mkdir -p $RUN/eval
-  for name in "$@"; do
-    one "$name-shared-compiled" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared --compile &
-  done
-  wait
-  ;;
-fp8)  # the same with fp8 matmuls in the transformer's blocks
-  mkdir -p $RUN/eval
-  for name in "$@"; do
-    one "$name-shared-fp8" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared --compile --fp8 &
-  done
-  wait
-  ;;
-every2)  # the shared negative computed every other step, its prediction reused in between (an approximation)
-  mkdir -p $RUN/eval
-  for name in "$@"; do
-    one "$name-shared-every2" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared --negative_every 2 &
+    one "$name-$suffix" train 0,1,2 --decomposer_ckpt $RUN/$name --negative_branch shared ${extra[$stage]} &
   done
   wait
   ;;
