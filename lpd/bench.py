@@ -25,14 +25,14 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import PromptDecomposePipeline, compile_blocks, fp8_blocks
+from .pipeline import PromptDecomposePipeline, TransformerGraphs, compile_blocks, fp8_blocks, fuse_qkv
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'BASELINES', 'TRAIN_SETUPS', 'COMPILE_MODES', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs',
-           'layout_rows', 'transformer_step', 'training_step', 'run_bench', 'table', 'write_bench', 'build_pipeline',
+__all__ = ['SCALES', 'BASELINES', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
+           'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table', 'write_bench', 'build_pipeline',
            'long_generation', 'encoding_step', 'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
@@ -117,7 +117,7 @@ def layout_rows(layout: str, K: int, batch: int) -> int:
     return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K}[layout] * batch
 
 def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cudagraphs: bool = False):
-    "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cudagraphs`: a new graph step)."
+    "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cudagraphs`: reduce-overhead)."
     tf, spec = m["transformer"], m["spec"]
     K, N = spec["decomposer"]["num_components"], spec["decomposer"]["num_tokens"]
     text_tokens = 77 + (spec["t5_tokens"] if layout == "plain_cfg" else N)  # CLIP + T5, or CLIP + a sub-prompt
@@ -159,8 +159,12 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     return step
 
 # %% ../nbs/14_bench.ipynb #29473f18
-COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead",  # torch.compile modes of the faster steps
-                 "fp8": "default", "fp8+cudagraphs": "reduce-overhead"}  # the same after fp8_blocks
+def bench_modes(compile: bool = True, cuda_graphs: bool = False, fuse: bool = False, fp8: bool = False) -> list:
+    "The modes timed, in order: those that change the weights in place (fused, fp8) last, and kept once on."
+    tail = ["compiled"] * compile + ["cuda_graphs"] * cuda_graphs  # the blocks compiled in every mode but eager
+    modes = ["eager", *tail, *(["fused+" + m for m in tail] if fuse else [])]
+    fp8_mode = "fused+fp8" if fuse else "fp8"
+    return modes + ([fp8_mode] + [fp8_mode + "+cuda_graphs"] * cuda_graphs if fp8 else [])
 
 def _attempt(fn) -> dict:
     "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
@@ -171,8 +175,8 @@ def _attempt(fn) -> dict:
 
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
               compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
-              cudagraphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
-              layouts=("plain_cfg", "original", "shared")) -> dict:
+              cuda_graphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
+              layouts=("plain_cfg", "original", "shared"), fuse: bool = False) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
     dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
@@ -192,10 +196,14 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
     m["decomposer"].float()
     m["t5"].to("cpu")  # frees its memory for what follows
     tf = m["transformer"]
-    modes = ["eager"] + (["compiled"] if compile else []) + (["cudagraphs"] if cudagraphs else [])
-    modes += (["fp8"] + (["fp8+cudagraphs"] if cudagraphs else [])) if fp8 else []  # last: quantizes in place
-    for mode in modes:
-        if mode == "fp8":
+    done = set()  # the in-place changes made so far
+    for mode in bench_modes(compile, cuda_graphs, fuse, fp8):
+        parts = mode.split("+")
+        if "fused" in parts and "fused" not in done:
+            done.add("fused")
+            add("fused q, k, v projections", mode=mode, layers=fuse_qkv(tf))
+        if "fp8" in parts and "fp8" not in done:
+            done.add("fp8")
             t0 = time.perf_counter()
             quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
             add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
@@ -203,18 +211,21 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
                 break
         if mode != "eager":
             torch._dynamo.reset()  # each mode compiles afresh
-            add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf, COMPILE_MODES[mode]), 2))
+            add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
+        graphs = TransformerGraphs(tf) if "cuda_graphs" in parts else None  # lpd.pipeline.cuda_graphs
         for size in sizes:
             for layout in dict.fromkeys([*BASELINES, *layouts]) if mode == "eager" else layouts:  # eager: baselines
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
                               and r["name"] == f"step {layout}" and r.get("gflop")), None)
-                step = transformer_step(m, size, layout, batch, COMPILE_MODES.get(mode) == "reduce-overhead")
+                step = transformer_step(m, size, layout, batch)
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     result = _attempt(lambda: measure(step, device, warmup, iters,
                                                       None if eager is None else int(eager["gflop"] * 1e9)))
                 add(f"step {layout}", mode=mode, size=size, rows=layout_rows(layout, K, batch),
                     setup_s=round(time.perf_counter() - t0, 1), **result)
+        if graphs:
+            graphs.remove()
         if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
             for setup in train_setups:
                 for b in train_batches:
@@ -242,7 +253,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
 def table(result: dict) -> str:
     "The records as a Markdown table."
     cols = ["name", "mode", "size", "rows", "batch", "setup", "ms", "vs_original_eager", "peak_gib", "tflops_per_s",
-            "setup_s", "seconds", "error"]
+            "setup_s", "seconds", "layers", "error"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["records"]:
         lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
@@ -352,14 +363,16 @@ def plot_memory(long: dict, path: Path) -> Path:
 
 # %% ../nbs/14_bench.ipynb #b2cc2436
 def main(argv: list[str] | None = None) -> int:
-    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cudagraphs] [--fp8] [--out_dir DIR]`"
+    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cuda_graphs] [--fuse_qkv] [--fp8] ...`"
     p = argparse.ArgumentParser(prog="lpd-bench", description="Speed and memory of lpd at true size, random weights.")
     p.add_argument("--scale", default="sd35_medium", choices=sorted(SCALES))
     p.add_argument("--sizes", default="512,1024", help="comma-separated image sizes")
     p.add_argument("--batch", type=int, default=1, help="images per step")
     p.add_argument("--train_batches", default="1,4", help="comma-separated training batch sizes")
     p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
-    p.add_argument("--cudagraphs", action="store_true", help="also time the blocks compiled with CUDA graphs")
+    p.add_argument("--cuda_graphs", action="store_true",
+                   help="also time the compiled blocks inside CUDA graphs of the whole transformer")
+    p.add_argument("--fuse_qkv", action="store_true", help="then time the modes with q, k, v fused (one matmul)")
     p.add_argument("--fp8", action="store_true", help="then time the blocks with fp8 matmuls (torchao), compiled")
     p.add_argument("--layouts", default="plain_cfg,original,shared", help="steps timed in the compiled modes "
                    "(each compiles afresh; eager times them and the first three, the baselines), of plain_cfg, "
@@ -373,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long_generation", type=int, default=0, help="then render N distinct long prompts (0: skip)")
     p.add_argument("--long_batch", type=int, default=10, help="prompts per pipeline call in --long_generation")
     p.add_argument("--long_size", type=int, default=512, help="image size in --long_generation")
-    p.add_argument("--long_mode", default="compiled", choices=["eager", "compiled"],
+    p.add_argument("--long_mode", default="compiled", choices=["eager", "compiled", "cuda_graphs"],
                    help="the transformer in --long_generation")
     p.add_argument("--encode_batches", default="", help="comma-separated: time encoding a training batch on the fly")
     args = p.parse_args(argv)
@@ -384,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"lpd-bench: error: --sizes, --train_batches and --encode_batches take comma-separated integers, got "
               f"{args.sizes!r}, {args.train_batches!r}, {args.encode_batches!r}", file=sys.stderr)
+        return 2
+    if (args.cuda_graphs or args.long_mode == "cuda_graphs") and resolve_device(args.device).type != "cuda":
+        print(f"lpd-bench: error: CUDA graphs need a CUDA device, not {resolve_device(args.device)}", file=sys.stderr)
         return 2
     setups = [s for s in args.train_setups.split(",") if s]
     layouts = [s for s in args.layouts.split(",") if s]
@@ -396,9 +412,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
-                       args.device, args.dtype, args.cudagraphs,
+                       args.device, args.dtype, args.cuda_graphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups,
-                       fp8=args.fp8, layouts=layouts)
+                       fp8=args.fp8, layouts=layouts, fuse=args.fuse_qkv)
     pipe = None
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)
@@ -410,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                                   **measure(encoding_step(pipe, b, sizes[0]), pipe._execution_device,
                                             args.warmup, args.iters)})
     if args.long_generation:
-        compiled = args.long_mode != "eager" and compile_blocks(pipe.transformer, COMPILE_MODES[args.long_mode])
+        compiled = args.long_mode != "eager" and compile_blocks(pipe.transformer)
+        if args.long_mode == "cuda_graphs":
+            TransformerGraphs(pipe.transformer)
         result["long_generation"] = {"mode": args.long_mode, "compile_s": round(compiled, 2) if compiled else None,
                                      **long_generation(pipe, args.long_generation, args.long_batch,
                                                        size=args.long_size)}

@@ -13,8 +13,8 @@ from pathlib import Path
 from .core import default_model, running_as_script, save_json
 from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, compile_blocks, fp8_blocks,
-                          load_pipeline)
+from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, compile_blocks, cuda_graphs,
+                          fp8_blocks, fuse_qkv, load_pipeline)
 from .text import read_prompts
 
 # %% auto #0
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "pass every N-th step, its prediction reused between (an approximation; 1 = every step)")
     p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
     p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
+    p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
+    p.add_argument("--cuda_graphs", action="store_true", help="replay the transformer from CUDA graphs (CUDA)")
     return p
 
 def run(args, pipe=None) -> dict:
@@ -72,10 +74,14 @@ def run(args, pipe=None) -> dict:
     if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
         pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
         pipe.set_progress_bar_config(disable=True)
+    if args.fuse_qkv:  # in this order: fusing needs plain weights, the graphs capture what the others made
+        fuse_qkv(pipe.transformer)
     if args.fp8:
         fp8_blocks(pipe.transformer)
     if args.compile:
         compile_blocks(pipe.transformer)
+    if args.cuda_graphs:
+        cuda_graphs(pipe.transformer)
     if args.baseline == "split" and not isinstance(pipe, PromptDecomposePipeline):
         pipe = PromptDecomposePipeline(**pipe.components)  # the same modules, composing given texts
         pipe.set_progress_bar_config(disable=True)

@@ -53,13 +53,15 @@ def test_bad_input(tmp_path, capsys):
     assert "prompt file not found" in capsys.readouterr().err
 
 
-def test_fp8_without_an_fp8_gpu_is_refused_in_one_line(tmp_path, tiny_dir, capsys):
-    "`--fp8` on the CPU (or a GPU without fp8 tensor cores) stops before rendering, naming the device."
+@pytest.mark.parametrize("flag, message", [("--fp8", "fp8 matmuls need a GPU with fp8 tensor cores"),
+                                           ("--cuda_graphs", "CUDA graphs need the transformer on a CUDA device")])
+def test_gpu_only_speedups_on_the_cpu_are_refused_in_one_line(tmp_path, tiny_dir, capsys, flag, message):
+    "`--fp8` (a GPU with fp8 tensor cores) and `--cuda_graphs` on the CPU stop before rendering, naming the device."
     args = ["--pretrained_model_name_or_path", str(tiny_dir), "--shapes_eval", "2", "--output_dir", str(tmp_path),
-            "--device", "cpu", "--fp8"]
+            "--device", "cpu", flag]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lpd-eval: error: fp8 matmuls need a GPU with fp8 tensor cores") and "not cpu" in err
+    assert err.startswith(f"lpd-eval: error: {message}") and "not cpu" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists()
 
 

@@ -179,3 +179,67 @@ def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
     error = ((out - reference).norm() / reference.norm()).item()
     print(f"fp8 blocks: {linears} linears, relative error {error:.4f} against bf16")
     assert 0 < error < 0.1
+
+
+def test_cuda_graphs_replay_the_pipeline():
+    """lpd.pipeline.cuda_graphs on the tiny SD3 in bf16: a batch of 2 with CFG, the shared negative every 2nd step
+    (two row counts, two graphs) gives the plain forward's latents; calls with gradients run the plain forward."""
+    from lpd.pipeline import cuda_graphs
+
+    ours, _ = cuda_pipes()
+    ours.decomposer = tiny_decomposer().to("cuda", torch.bfloat16)
+    kw = dict(guidance_scale=4.5, negative_branch="shared", negative_every=2, output_type="latent", **KW)
+    gen = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
+    want = ours(PROMPTS, generator=gen(), **kw).images
+    graphs = cuda_graphs(ours.transformer)
+    got = ours(PROMPTS, generator=gen(), **kw).images
+    again = ours(PROMPTS, generator=gen(), **kw).images  # replayed, not captured again
+    assert len(graphs.graphs) == 2
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
+    torch.testing.assert_close(again, got, atol=0, rtol=0)
+    x = dict(hidden_states=torch.randn(2, 4, 8, 8, device="cuda", dtype=torch.bfloat16),
+             encoder_hidden_states=torch.randn(2, 21, 128, device="cuda", dtype=torch.bfloat16),
+             pooled_projections=torch.randn(2, 64, device="cuda", dtype=torch.bfloat16),
+             timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    ours.transformer(**x)[0].float().sum()  # with gradients on (as in training): the plain forward, no capture
+    assert len(graphs.graphs) == 2
+    graphs.remove()
+    assert "forward" not in vars(ours.transformer)
+
+
+def test_fused_qkv_fp8_compiled_cuda_graphs_at_sd35_block_shapes():
+    """The fastest sampling path on SD3.5-Medium's block shapes (4 layers, 2 dual attention): fused q, k, v alone
+    stays at bf16 rounding of the separate projections; then fp8, compiled blocks and CUDA graphs: the graph replays
+    the compiled call, near bf16."""
+    pytest.importorskip("torchao")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 matmuls need an H100-class GPU")
+    from lpd.pipeline import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=4, attention_head_dim=64,
+        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+        pos_embed_max_size=96, dual_attention_layers=(0, 1), qk_norm="rms_norm").to("cuda", torch.bfloat16)
+    inputs = dict(hidden_states=torch.randn(2, 16, 64, 64, device="cuda", dtype=torch.bfloat16),
+                  encoder_hidden_states=torch.randn(2, 205, 4096, device="cuda", dtype=torch.bfloat16),
+                  pooled_projections=torch.randn(2, 2048, device="cuda", dtype=torch.bfloat16),
+                  timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    with torch.no_grad():
+        reference = transformer(**inputs)[0].float()
+        assert fuse_qkv(transformer) == 6  # 4 joint attentions, 2 image-only ones
+        fused = transformer(**inputs)[0].float()
+        assert fp8_blocks(transformer) == sum(isinstance(m, torch.nn.Linear)
+                                              for m in transformer.transformer_blocks.modules())
+        compile_blocks(transformer)
+        compiled = transformer(**inputs)[0].float()
+        graphs = cuda_graphs(transformer)
+        replayed = [transformer(**inputs)[0].float() for _ in range(2)]
+    print(f"fused q, k, v: relative error {rel(fused, reference):.5f} against bf16; fused + fp8 + compiled + "
+          f"CUDA graphs: {rel(replayed[1], reference):.4f}")
+    assert rel(fused, reference) < 5e-3
+    assert len(graphs.graphs) == 1
+    torch.testing.assert_close(replayed[0], compiled, atol=0, rtol=0)
+    torch.testing.assert_close(replayed[1], compiled, atol=0, rtol=0)
+    assert 0 < rel(replayed[1], reference) < 0.1

@@ -1,0 +1,145 @@
+"""GPU probe for issue 11: where the shared-negative step's time goes at SD3.5-Medium size (random weights), and
+whether one CUDA graph of the whole transformer (captured around the regionally compiled blocks) beats the 24
+per-block graphs of `reduce-overhead`. bf16, then fp8 blocks (torchao, per-row); 512² and 1024²; the original layout
+eager timed in the same run. One JSON line per measurement in OUT_DIR/probe.jsonl.
+
+    python reports/bench/graph_probe.py OUT_DIR
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lpd.bench import build_modules, layout_rows, measure, step_inputs, transformer_step
+from lpd.pipeline import compile_blocks, fp8_blocks
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+torch._logging.set_logs(recompiles=True, graph_breaks=True)
+dev, dt, SIZES = torch.device("cuda"), torch.bfloat16, (512, 1024)
+
+
+def log(**r):
+    print(json.dumps(r), flush=True)
+    with (out / "probe.jsonl").open("a") as f:
+        f.write(json.dumps(r) + "\n")
+
+
+log(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+torch.manual_seed(0)
+m = build_modules("sd35_medium", dev, dt)
+m["t5"].to("cpu")
+tf = m["transformer"]
+K = m["spec"]["decomposer"]["num_components"]
+GFLOP = {}
+
+
+def timed(mode, size, layout, fn):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        try:
+            r = measure(fn, dev, 3, 20, GFLOP.get((size, layout)))
+        except Exception as e:  # noqa: BLE001
+            r = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+    if mode == "eager" and r.get("gflop"):
+        GFLOP[size, layout] = int(r["gflop"] * 1e9)
+    log(what="step", mode=mode, size=size, layout=layout, setup_s=round(time.perf_counter() - t0, 1), **r)
+    return r
+
+
+def inputs(size, layout):
+    torch.manual_seed(1)
+    text = 77 + m["spec"]["decomposer"]["num_tokens"]
+    return step_inputs(m, size, layout_rows(layout, K, 1), text, dev, dt)
+
+
+def whole_graph(x):
+    "One CUDA graph of the transformer on static inputs `x` (warmed on a side stream, as torch.cuda.graph asks)."
+    static = {k: v.clone() if torch.is_tensor(v) else v for k, v in x.items()}
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        for _ in range(3):
+            tf(**static)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g), torch.no_grad():
+        result = tf(**static)[0]
+    def step(new=None):
+        if new is not None:
+            for k, v in new.items():
+                if torch.is_tensor(v):
+                    static[k].copy_(v)
+        g.replay()
+        return result
+    return step
+
+
+def kernels(size, layout, label):
+    "GPU time of one call by kind of kernel (the compiled blocks, no graphs) and its 12 longest kernels."
+    from torch.profiler import ProfilerActivity, profile
+    x = inputs(size, layout)
+    with torch.no_grad():
+        tf(**x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            tf(**x)
+            torch.cuda.synchronize()
+    kinds = {"attention": ("fmha", "cudnn", "flash", "attention", "sdpa"),
+             "gemm": ("gemm", "xmma", "cutlass", "nvjet", "scaled_mm", "sm90_", "cublas"),
+             "triton": ("triton",)}
+    total, by_kind, top = 0.0, {}, []
+    for e in prof.key_averages():
+        t = e.device_time_total / 1e3
+        if t <= 0 or e.key.startswith(("cudaLaunch", "cudaStream", "Memcpy", "Memset")):
+            continue
+        kind = next((k for k, keys in kinds.items() if any(s in e.key.lower() for s in keys)), "other")
+        by_kind[kind] = by_kind.get(kind, 0) + t
+        total += t
+        top.append((round(t, 2), e.count, e.key[:100]))
+    log(what="kernels (ms)", label=label, size=size, layout=layout, total=round(total, 2),
+        by_kind={k: round(v, 2) for k, v in by_kind.items()}, top=sorted(top, reverse=True)[:12])
+
+
+# eager baselines (and the FLOP counts the compiled modes are given)
+for size in SIZES:
+    for layout in ("original", "shared", "components"):
+        timed("eager", size, layout, transformer_step(m, size, layout))
+
+for precision in ("bf16", "fp8"):
+    if precision == "fp8":
+        log(what="fp8 layers", layers=fp8_blocks(tf))
+    torch._dynamo.reset()
+    compile_blocks(tf, "default")
+    for size in SIZES:
+        for layout in ("shared", "components"):
+            x = inputs(size, layout)
+            r = timed(f"{precision} compiled", size, layout, lambda x=x: tf(**x))
+            with torch.no_grad():
+                ref = tf(**x)[0].float()
+            t0 = time.perf_counter()
+            step = whole_graph(x)
+            log(what="capture", precision=precision, size=size, layout=layout,
+                seconds=round(time.perf_counter() - t0, 2))
+            timed(f"{precision} compiled, whole graph", size, layout, step)
+            y = inputs(size, layout)  # new inputs copied into the graph's buffers
+            for k in y:
+                if torch.is_tensor(y[k]):
+                    y[k] = y[k] * 0.5
+            with torch.no_grad():
+                want = tf(**y)[0].float()
+                got = step(y).float()
+                log(what="whole graph == compiled call", precision=precision, size=size, layout=layout,
+                    max_abs=float((got - want).abs().max()), ref_scale=float(want.abs().max()),
+                    first_inputs_max_abs=float((ref - want).abs().max()))
+            del step
+    for size in SIZES:
+        kernels(size, "shared", f"{precision} compiled")
+    torch._dynamo.reset()
+    compile_blocks(tf, "reduce-overhead")
+    for size in SIZES:
+        timed(f"{precision} per-block graphs", size, "shared", transformer_step(m, size, "shared", cudagraphs=True))
+    torch._dynamo.reset()
+log(what="done")
