@@ -152,6 +152,20 @@ def test_two_gpu_training_script(tmp_path):
     assert summary["num_processes_2gpu"] == 2 and summary["steps_where_ranks_shared_a_caption"] == 0
 
 
+def sd35_block_shapes():
+    "SD3.5-Medium's block shapes in 4 layers (2 of them dual attention), bf16, and a batch of 2 at 512²."
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=4, attention_head_dim=64,
+        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+        pos_embed_max_size=96, dual_attention_layers=(0, 1), qk_norm="rms_norm").to("cuda", torch.bfloat16)
+    inputs = dict(hidden_states=torch.randn(2, 16, 64, 64, device="cuda", dtype=torch.bfloat16),
+                  encoder_hidden_states=torch.randn(2, 205, 4096, device="cuda", dtype=torch.bfloat16),
+                  pooled_projections=torch.randn(2, 2048, device="cuda", dtype=torch.bfloat16),
+                  timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    return transformer, inputs
+
+
 def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
     """lpd.pipeline.fp8_blocks (torchao's dynamic float8, H100+): every block linear quantized, outputs near bf16's;
     inductor's settings untouched (torchao's own turn on coordinate-descent tuning: minutes of compiling a shape)."""
@@ -160,15 +174,7 @@ def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
         pytest.skip("fp8 matmuls need an H100-class GPU")
     from lpd.pipeline import fp8_blocks
 
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(  # SD3.5-Medium's block shapes, 4 layers, 2 of them dual attention
-        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=4, attention_head_dim=64,
-        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
-        pos_embed_max_size=96, dual_attention_layers=(0, 1), qk_norm="rms_norm").to("cuda", torch.bfloat16)
-    inputs = dict(hidden_states=torch.randn(2, 16, 64, 64, device="cuda", dtype=torch.bfloat16),
-                  encoder_hidden_states=torch.randn(2, 205, 4096, device="cuda", dtype=torch.bfloat16),
-                  pooled_projections=torch.randn(2, 2048, device="cuda", dtype=torch.bfloat16),
-                  timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    transformer, inputs = sd35_block_shapes()
     with torch.no_grad():
         reference = transformer(**inputs)[0].float()
         linears = sum(isinstance(m, torch.nn.Linear) for m in transformer.transformer_blocks.modules())
@@ -216,15 +222,7 @@ def test_fused_qkv_fp8_compiled_cuda_graphs_at_sd35_block_shapes():
         pytest.skip("fp8 matmuls need an H100-class GPU")
     from lpd.pipeline import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(
-        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=4, attention_head_dim=64,
-        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
-        pos_embed_max_size=96, dual_attention_layers=(0, 1), qk_norm="rms_norm").to("cuda", torch.bfloat16)
-    inputs = dict(hidden_states=torch.randn(2, 16, 64, 64, device="cuda", dtype=torch.bfloat16),
-                  encoder_hidden_states=torch.randn(2, 205, 4096, device="cuda", dtype=torch.bfloat16),
-                  pooled_projections=torch.randn(2, 2048, device="cuda", dtype=torch.bfloat16),
-                  timestep=torch.full((2,), 500.0, device="cuda"), return_dict=False)
+    transformer, inputs = sd35_block_shapes()
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     with torch.no_grad():
         reference = transformer(**inputs)[0].float()

@@ -7,10 +7,8 @@ run, `-fp8-max-autotune-probe.jsonl` one of --max_autotune (written by this scri
 
     python reports/bench/attention_probe.py OUT_DIR [--max_autotune]
 """
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -19,17 +17,10 @@ from diffusers import SD3Transformer2DModel
 
 from lpd.bench import SCALES, build_modules, measure, transformer_step
 from lpd.pipeline import compile_blocks, fp8_blocks
+import probes
 
-out = Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-torch._logging.set_logs(recompiles=True, graph_breaks=True)
+log = probes.start()
 dev, dt, SIZES = torch.device("cuda"), torch.bfloat16, (512, 1024)
-
-
-def log(**r):
-    print(json.dumps(r), flush=True)
-    with (out / "probe.jsonl").open("a") as f:
-        f.write(json.dumps(r) + "\n")
 
 
 log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, cudnn=torch.backends.cudnn.version())
@@ -50,22 +41,9 @@ m["t5"].to("cpu")
 tf = m["transformer"]
 
 
-EAGER_GFLOP = {}
-
-
 def timed(mode, size, layout, attention, cudagraphs=False):
-    "Median ms of one step; compiled steps take the eager FLOP count (the counter must not run a compiled call)."
     step = transformer_step(m, size, layout, cudagraphs=cudagraphs)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        try:
-            r = measure(step, dev, 3, 10, EAGER_GFLOP.get((size, layout)))
-        except Exception as e:  # noqa: BLE001
-            r = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    if mode == "eager" and "gflop" in r:
-        EAGER_GFLOP[size, layout] = int(r["gflop"] * 1e9)
-    log(what="step", mode=mode, size=size, layout=layout, attention=attention,
-        setup_s=round(time.perf_counter() - t0, 1), **r)
+    probes.timed(log, step, (size, layout), mode, size=size, layout=layout, attention=attention)
 
 
 def kernels(size, label):  # which attention kernels one (eager) step ran

@@ -2,29 +2,21 @@
 whether one CUDA graph of the whole transformer (captured around the regionally compiled blocks) beats the 24
 per-block graphs of `reduce-overhead`. bf16, then fp8 blocks (torchao, per-row); 512² and 1024²; the original layout
 eager timed in the same run. One JSON line per measurement in OUT_DIR/probe.jsonl.
+`20261127-nvidia-h100-80gb-hbm3-graph-probe.jsonl` is one run of its first form (commit 80ba4b2), which captured the
+graph by hand before `lpd.pipeline.cuda_graphs` existed.
 
     python reports/bench/graph_probe.py OUT_DIR
 """
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from lpd.bench import build_modules, layout_rows, measure, step_inputs, transformer_step
-from lpd.pipeline import compile_blocks, fp8_blocks
+from lpd.bench import build_modules, layout_rows, step_inputs, transformer_step
+from lpd.pipeline import compile_blocks, cuda_graphs, fp8_blocks
+import probes
 
-out = Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-torch._logging.set_logs(recompiles=True, graph_breaks=True)
+log = probes.start()
 dev, dt, SIZES = torch.device("cuda"), torch.bfloat16, (512, 1024)
-
-
-def log(**r):
-    print(json.dumps(r), flush=True)
-    with (out / "probe.jsonl").open("a") as f:
-        f.write(json.dumps(r) + "\n")
 
 
 log(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
@@ -33,48 +25,16 @@ m = build_modules("sd35_medium", dev, dt)
 m["t5"].to("cpu")
 tf = m["transformer"]
 K = m["spec"]["decomposer"]["num_components"]
-GFLOP = {}
 
 
 def timed(mode, size, layout, fn):
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        try:
-            r = measure(fn, dev, 3, 20, GFLOP.get((size, layout)))
-        except Exception as e:  # noqa: BLE001
-            r = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-    if mode == "eager" and r.get("gflop"):
-        GFLOP[size, layout] = int(r["gflop"] * 1e9)
-    log(what="step", mode=mode, size=size, layout=layout, setup_s=round(time.perf_counter() - t0, 1), **r)
-    return r
+    return probes.timed(log, fn, (size, layout), mode, iters=20, size=size, layout=layout)
 
 
 def inputs(size, layout):
     torch.manual_seed(1)
     text = 77 + m["spec"]["decomposer"]["num_tokens"]
     return step_inputs(m, size, layout_rows(layout, K, 1), text, dev, dt)
-
-
-def whole_graph(x):
-    "One CUDA graph of the transformer on static inputs `x` (warmed on a side stream, as torch.cuda.graph asks)."
-    static = {k: v.clone() if torch.is_tensor(v) else v for k, v in x.items()}
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.no_grad():
-        for _ in range(3):
-            tf(**static)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g), torch.no_grad():
-        result = tf(**static)[0]
-    def step(new=None):
-        if new is not None:
-            for k, v in new.items():
-                if torch.is_tensor(v):
-                    static[k].copy_(v)
-        g.replay()
-        return result
-    return step
 
 
 def kernels(size, layout, label):
@@ -117,24 +77,22 @@ for precision in ("bf16", "fp8"):
         for layout in ("shared", "components"):
             x = inputs(size, layout)
             r = timed(f"{precision} compiled", size, layout, lambda x=x: tf(**x))
+            y = {k: v * 0.5 if torch.is_tensor(v) else v for k, v in inputs(size, layout).items()}  # other inputs
             with torch.no_grad():
-                ref = tf(**x)[0].float()
+                ref, want = tf(**x)[0].float(), tf(**y)[0].float()
             t0 = time.perf_counter()
-            step = whole_graph(x)
+            graphs = cuda_graphs(tf)  # lpd.pipeline's: captured at the first call of a shape, inputs copied in
+            with torch.no_grad():
+                tf(**x)
             log(what="capture", precision=precision, size=size, layout=layout,
                 seconds=round(time.perf_counter() - t0, 2))
-            timed(f"{precision} compiled, whole graph", size, layout, step)
-            y = inputs(size, layout)  # new inputs copied into the graph's buffers
-            for k in y:
-                if torch.is_tensor(y[k]):
-                    y[k] = y[k] * 0.5
+            timed(f"{precision} compiled, whole graph", size, layout, lambda x=x: tf(**x))
             with torch.no_grad():
-                want = tf(**y)[0].float()
-                got = step(y).float()
-                log(what="whole graph == compiled call", precision=precision, size=size, layout=layout,
-                    max_abs=float((got - want).abs().max()), ref_scale=float(want.abs().max()),
-                    first_inputs_max_abs=float((ref - want).abs().max()))
-            del step
+                got = tf(**y)[0].float()
+            log(what="whole graph == compiled call", precision=precision, size=size, layout=layout,
+                max_abs=float((got - want).abs().max()), ref_scale=float(want.abs().max()),
+                first_inputs_max_abs=float((ref - want).abs().max()))
+            graphs.remove()
     for size in SIZES:
         kernels(size, "shared", f"{precision} compiled")
     torch._dynamo.reset()
