@@ -2,8 +2,8 @@
 whether one CUDA graph of the whole transformer (captured around the regionally compiled blocks) beats the 24
 per-block graphs of `reduce-overhead`. bf16, then fp8 blocks (torchao, per-row); 512² and 1024²; the original layout
 eager timed in the same run. One JSON line per measurement in OUT_DIR/probe.jsonl.
-`20261127-nvidia-h100-80gb-hbm3-graph-probe.jsonl` is one run of its first form (commit 80ba4b2), which captured the
-graph by hand before `lpd.pipeline.cuda_graphs` existed.
+`20261127-nvidia-h100-80gb-hbm3-graph-probe-2.jsonl` is one run of it; `-graph-probe.jsonl` one of its first form
+(commit 80ba4b2), which captured the graph by hand before `lpd.pipeline.cuda_graphs` existed.
 
     python reports/bench/graph_probe.py OUT_DIR
 """
