@@ -517,6 +517,9 @@ class TransformerGraphs:
     "A transformer's forward replayed from CUDA graphs, one captured per input signature (see `cuda_graphs`)."
 
     def __init__(self, transformer, warmup: int = 2):
+        if "forward" in vars(transformer):  # graphs of graphs: a capture would replay another graph
+            raise ValueError(f"the transformer's forward is already replaced ({type(transformer.forward).__name__}): "
+                             "call remove() first")
         if transformer.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the transformer on a CUDA device, not {transformer.device}")
         self.transformer, self.warmup, self.graphs = transformer, warmup, {}
