@@ -48,6 +48,10 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--layouts", "shared,every2"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown --layouts every2" in bad.stderr
+    for flags in (["--cuda_graphs"], ["--long_generation", "5", "--long_mode", "cuda_graphs"]):
+        bad = subprocess.run([sys.executable, "-m", "lpd.bench", "--device", "cpu", *flags], capture_output=True,
+                             text=True)
+        assert bad.returncode == 2 and bad.stderr == "lpd-bench: error: CUDA graphs need a CUDA device, not cpu\n"
 
 
 @pytest.mark.slow
