@@ -13,8 +13,8 @@ from pathlib import Path
 from .core import default_model, running_as_script, save_json
 from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, compile_blocks, cuda_graphs,
-                          fp8_blocks, fuse_qkv, load_pipeline)
+from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, add_negative_every_args,
+                          compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv, load_pipeline)
 from .text import read_prompts
 
 # %% auto #0
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split_components", type=int, default=4, help="--baseline split: texts per prompt")
     p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
                    help="with a decomposer or --baseline split: per_component (the original) or one shared pass")
-    p.add_argument("--negative_every", type=int, default=1, help="with --negative_branch shared: the unconditional "
-                   "pass every N-th step, its prediction reused between (an approximation; 1 = every step)")
+    add_negative_every_args(p)
     p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
     p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
     p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
@@ -68,6 +67,9 @@ def run(args, pipe=None) -> dict:
         raise ValueError(f"--negative_branch {args.negative_branch} needs a decomposer or --baseline split")
     if args.negative_every != 1 and args.negative_branch != "shared":
         raise ValueError(f"--negative_every {args.negative_every} needs --negative_branch shared")
+    if args.negative_every_start and (args.negative_every == 1 or not 0 <= args.negative_every_start < 1):
+        raise ValueError(f"--negative_every_start {args.negative_every_start} needs --negative_every > 1 and a "
+                         "fraction in [0, 1)")
     model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
@@ -94,7 +96,8 @@ def run(args, pipe=None) -> dict:
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
                           guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                           max_sequence_length=args.max_sequence_length,
-                          **({"negative_branch": args.negative_branch, "negative_every": args.negative_every}
+                          **({"negative_branch": args.negative_branch, "negative_every": args.negative_every,
+                                 "negative_every_start": args.negative_every_start}
                              if composes else {}))}
     save_json(metrics, out / "metrics.json")
     return metrics

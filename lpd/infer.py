@@ -14,7 +14,7 @@ import torch
 from .analysis import contact_sheet
 from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
-from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, load_pipeline, model_facts
+from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, add_negative_every_args, load_pipeline, model_facts
 from .text import check_max_sequence_length, read_prompts
 
 # %% auto #0
@@ -43,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance_scale", type=float, default=GUIDANCE_SCALE, help="<= 1 disables guidance")
     p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
                    help="per_component: the negative through the decomposer (the original); shared: one pass")
-    p.add_argument("--negative_every", type=int, default=1, help="with --negative_branch shared: the unconditional "
-                   "pass every N-th step, its prediction reused between (an approximation; 1 = every step)")
+    add_negative_every_args(p)
     p.add_argument("--max_sequence_length", type=int, default=512, help="T5 tokens kept (at most 512)")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16; default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu; default: cuda when available")
@@ -122,6 +121,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                 width=args.width or size, num_inference_steps=args.num_inference_steps,
                 guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length,
                 negative_branch=args.negative_branch, negative_every=args.negative_every,
+                negative_every_start=args.negative_every_start,
                 generator=torch.Generator("cpu").manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

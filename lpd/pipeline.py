@@ -27,13 +27,21 @@ from .decomposer import PromptDecomposer, load_decomposer
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'compile_blocks', 'fp8_blocks',
-           'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
+__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'add_negative_every_args', 'compose_noise_pred', 'sub_prompts',
+           'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline',
+           'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
 NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
+
+def add_negative_every_args(parser):
+    "lpd-infer's and lpd-eval's `--negative_every` and `--negative_every_start`: the pipeline's arguments."
+    parser.add_argument("--negative_every", type=int, default=1, help="with --negative_branch shared: the "
+                        "unconditional pass every N-th step, its prediction reused between (an approximation; "
+                        "1 = every step)")
+    parser.add_argument("--negative_every_start", type=float, default=0.0, help="with --negative_every: the fraction "
+                        "of the steps run first with the unconditional pass at every step")
 
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
@@ -242,6 +250,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         sub_prompts: list[list[str]] | None = None,  # per prompt, K texts to compose instead of decomposing a prompt
         negative_branch: str = "per_component",  # "shared": one unconditional pass for all components (K+1 passes)
         negative_every: int = 1,  # with "shared": the unconditional pass every n-th step, reused in between
+        negative_every_start: float = 0.0,  # the fraction of the steps run first with that pass at every step
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
@@ -251,7 +260,9 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         replaces the K negative sub-prompts (the original's layout, 2K passes a step) by one unconditional pass on
         the negative prompt as stock SD3 encodes it, T5 padded to the sub-prompts' length (K + 1 passes): the
         Composable-Diffusion form of the conjunction. `negative_every=n` then runs that pass at steps 0, n, 2n, ... and
-        reuses its last prediction in the steps between (K rows instead of K + 1): an approximation, off by default.
+        reuses its last prediction in the steps between (K rows instead of K + 1): an approximation, off by default;
+        `negative_every_start=f` keeps the pass at every step for the first round(f x steps) steps (the early,
+        high-noise steps where the layout forms), then counts n from there.
         Returns a [`StableDiffusion3PipelineOutput`] (or a tuple with `return_dict=False`).
         """
         height = height or self.default_sample_size * self.vae_scale_factor
@@ -265,6 +276,9 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
         if negative_every > 1 and (negative_branch != "shared" or guidance_scale <= 1):
             raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
+        if not 0 <= negative_every_start < 1 or (negative_every_start and negative_every == 1):
+            raise ValueError(f"negative_every_start must be in [0, 1) with negative_every > 1, got "
+                             f"{negative_every_start!r} with negative_every={negative_every}")
         self._guidance_scale, self._clip_skip, self._interrupt = guidance_scale, clip_skip, False
         self._joint_attention_kwargs = None
         device = self._execution_device
@@ -298,9 +312,10 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
 
         # 6. Denoising loop: one transformer batch of G*K*B rows per step, then composition
         weights = None if component_weights is None else torch.tensor(component_weights, device=device)
+        first = round(negative_every_start * len(timesteps))  # steps with every unconditional pass, then 1 in n
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                if shared and i % negative_every:  # the K component rows only: the last unconditional stands
+                if shared and i > first and (i - first) % negative_every:  # K rows: the last unconditional stands
                     cond = predict_components(self.transformer, latents, t, embeds[:, 1:], pooled[:, 1:])[0]
                 else:
                     noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)

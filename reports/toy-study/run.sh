@@ -13,6 +13,7 @@
 #   every2 NAME...   --negative_branch shared --negative_every 2 (the unconditional pass every other step)
 #   fastest NAME...  all of them but every2: --compile --fp8 --fuse_qkv --cuda_graphs (H100 and later)
 #   fastest_every2 NAME...  all of them: fastest's flags and --negative_every 2
+#   fastest_every2_late NAME...  the same, the pass at every step in the first half of the steps
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
@@ -20,7 +21,7 @@ RUN=runs/toy-study
 MODEL=data/toy-sd3
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)
@@ -51,12 +52,14 @@ eval)
   done
   wait
   ;;
-shared|compiled|fp8|every2|fastest|fastest_every2)  # issue 11's faster sampling on the toy (training phrasings, 3 seeds), one
+shared|compiled|fp8|every2|fastest|fastest_every2|fastest_every2_late)  # issue 11's faster sampling on the toy (training phrasings, 3 seeds), one
   # shared unconditional pass instead of K, then: the blocks compiled, fp8 matmuls in them, that pass every other
   # step, all but that approximation together, or all of them
   declare -A extra=([shared]="" [compiled]="--compile" [fp8]="--compile --fp8" [every2]="--negative_every 2"
                     [fastest]="--compile --fp8 --fuse_qkv --cuda_graphs"
-                    [fastest_every2]="--compile --fp8 --fuse_qkv --cuda_graphs --negative_every 2")
+                    [fastest_every2]="--compile --fp8 --fuse_qkv --cuda_graphs --negative_every 2"
+                    [fastest_every2_late]="--compile --fp8 --fuse_qkv --cuda_graphs --negative_every 2
+                                           --negative_every_start 0.5")
   suffix=$([ $stage = shared ] && echo shared || echo shared-$stage)
   mkdir -p $RUN/eval
   for name in "$@"; do
