@@ -237,9 +237,11 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
     for r in [r for r in records if r["name"] == "step components" and "ms" in r]:  # without the negative
         shared = next((s for s in records if s["name"] == "step shared" and s.get("mode") == r["mode"]
                        and s.get("size") == r["size"] and "ms" in s), None)
-        if shared:  # negative_every=2: steps of K + 1 rows and of K rows alternate
+        if shared:  # negative_every=2: steps of K + 1 rows and of K rows alternate (from half the steps on: 3 to 1)
             records.append({"name": "step shared, negative every 2nd", "mode": r["mode"], "size": r["size"],
                             "ms": round((shared["ms"] + r["ms"]) / 2, 3)})
+            records.append({"name": "step shared, negative every 2nd after half the steps", "mode": r["mode"],
+                            "size": r["size"], "ms": round((3 * shared["ms"] + r["ms"]) / 4, 3)})
     base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
             and "ms" in r}
     for r in records:

@@ -38,6 +38,8 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     assert "| step shared | eager | 64 | 5 |" in proc.stdout
     every2 = (rows["step shared"]["ms"] + rows["step components"]["ms"]) / 2  # K + 1 rows, then K (4 rows)
     assert rows["step components"]["rows"] == 4 and rows["step shared, negative every 2nd"]["ms"] == round(every2, 3)
+    late = (3 * rows["step shared"]["ms"] + rows["step components"]["ms"]) / 4  # negative_every_start=0.5
+    assert rows["step shared, negative every 2nd after half the steps"]["ms"] == round(late, 3)
     train = [r for r in result["records"] if r["name"] == "training step"]
     assert [r["setup"] for r in train] == ["adamw", "adafactor+checkpointing"] and all(r["ms"] > 0 for r in train)
     assert train[1]["gflop"] > train[0]["gflop"]  # checkpointing recomputes the transformer's forward pass
