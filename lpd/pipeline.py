@@ -319,8 +319,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                     cond = predict_components(self.transformer, latents, t, embeds[:, 1:], pooled[:, 1:])[0]
                 else:
                     noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)
-                    if shared:  # kept apart from the transformer's output buffers (CUDA graphs reuse them)
-                        uncond, cond = noise_pred[0, :1].clone(), noise_pred[0, 1:]
+                    if shared:  # kept for the steps between (cuda_graphs returns copies, not its buffers)
+                        uncond, cond = noise_pred[0, :1], noise_pred[0, 1:]
                 if shared:  # (2, K, ...): the one unconditional prediction serves every component
                     noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
                 noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights)
