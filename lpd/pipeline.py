@@ -9,6 +9,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import diffusers.utils.logging
@@ -24,16 +25,20 @@ from diffusers.utils import BaseOutput
 
 from .core import default_model, resolve_device, resolve_dtype
 from .decomposer import PromptDecomposer, load_decomposer
-from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
+from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode_long_prompt
 
 # %% auto #0
-__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'add_negative_every_args', 'compose_noise_pred', 'sub_prompts',
-           'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline',
-           'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
+__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'COMPOSITIONS', 'COMPONENT_CLIPS', 'add_negative_every_args',
+           'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline',
+           'model_facts', 'load_pipeline', 'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv',
+           'TransformerGraphs', 'cuda_graphs']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
 NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
+COMPOSITIONS = ("mean", "sum")  # the original's mean of guided components, or v_u + w * sum_k (v_k - v_u)
+COMPONENT_CLIPS = ("prompt", "empty", "own")  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
+# (the original's layout), the empty prompt's (T5-only components), or its own text's (given texts only)
 
 def add_negative_every_args(parser):
     "lpd-infer's and lpd-eval's `--negative_every` and `--negative_every_start`: the pipeline's arguments."
@@ -46,18 +51,24 @@ def add_negative_every_args(parser):
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
     guidance_scale: float = 1.0,
-    weights: torch.Tensor | None = None,  # (K,) component weights; None = plain mean
+    weights: torch.Tensor | None = None,  # (K,) component weights; None = equal
+    composition: str = "mean",  # "mean" or "sum" (needs G = 2)
+    mask: torch.Tensor | None = None,  # (K, B) bool: the components each prompt has; None = all K
 ) -> torch.Tensor:
-    "Classifier-free guidance per component, then the (weighted) mean over components: `(B, C, H, W)`."
-    if noise_pred.shape[0] == 2:
-        uncond, cond = noise_pred[0], noise_pred[1]
-        noise_pred = uncond + guidance_scale * (cond - uncond)  # (K, B, C, H, W)
-    else:
-        noise_pred = noise_pred[0]
-    if weights is None:
-        return noise_pred.mean(dim=0)
-    weights = weights.to(noise_pred) / weights.sum()
-    return torch.einsum("k,k...->...", weights, noise_pred)
+    "Classifier-free guidance per component, then the (weighted) mean over components, or their sum: `(B, C, H, W)`."
+    G, K, B = noise_pred.shape[:3]
+    w = noise_pred.new_ones(K, B) if weights is None else weights.to(noise_pred)[:, None].expand(K, B)
+    if mask is not None:
+        w = w * mask.to(w)
+    count = w.new_full((B,), K) if mask is None else mask.sum(0).to(w)  # (B,) components of each prompt
+    w = (w / w.sum(0)).view(K, B, *[1] * (noise_pred.ndim - 3))  # each prompt's weights sum to 1
+    if G == 1:
+        if composition == "sum":
+            raise ValueError("composition 'sum' needs the unconditional prediction (G = 2)")
+        return (w * noise_pred[0]).sum(0)
+    uncond, cond = noise_pred[0], noise_pred[1]
+    scale = guidance_scale * (count.view(B, *[1] * (noise_pred.ndim - 3)) if composition == "sum" else 1.0)
+    return (w * uncond).sum(0) + scale * (w * (cond - uncond)).sum(0)
 
 # %% ../nbs/04_pipeline.ipynb #1f75e68e
 def sub_prompts(
@@ -74,19 +85,33 @@ def predict_components(
     timestep: torch.Tensor,  # () or (B,)
     embeds: torch.Tensor,  # (G, K, B, S, D) sub-prompt embeddings
     pooled: torch.Tensor,  # (G, B, P) pooled CLIP embeddings shared by the components, or (G, K, B, P) their own
+    mask: torch.Tensor | None = None,  # (K, B) or (G, K, B) bool: rows to compute; the others come back as zeros
+    batch_size: int | None = None,  # rows per transformer call; None: all in one
 ) -> torch.Tensor:
-    "The transformer's prediction for every (branch, component) pair, in one batch: `(G, K, B, C, h, w)`."
+    "The transformer's prediction for every (branch, component) pair, in one batch (or chunks): `(G, K, B, C, h, w)`."
     G, K, B = embeds.shape[:3]
     timestep = timestep.expand(B) if timestep.ndim == 0 else timestep  # (B,)
     if pooled.ndim == 3:
         pooled = pooled[:, None].expand(G, K, *pooled.shape[1:])
-    out = transformer(
-        hidden_states=latents.repeat(G * K, 1, 1, 1),  # rows ordered (G, K, B)
-        timestep=timestep.repeat(G * K),
-        encoder_hidden_states=embeds.flatten(0, 2),  # (G*K*B, S, D)
-        pooled_projections=pooled.flatten(0, 2),  # (G*K*B, P)
-        return_dict=False,
-    )[0]
+    if mask is None and batch_size is None:  # every row in one call
+        out = transformer(
+            hidden_states=latents.repeat(G * K, 1, 1, 1),  # rows ordered (G, K, B)
+            timestep=timestep.repeat(G * K),
+            encoder_hidden_states=embeds.flatten(0, 2),  # (G*K*B, S, D)
+            pooled_projections=pooled.flatten(0, 2),  # (G*K*B, P)
+            return_dict=False,
+        )[0]
+        return out.view(G, K, *latents.shape)
+    rows = torch.arange(G * K * B, device=latents.device)
+    if mask is not None:  # only the components a prompt has
+        rows = rows[mask.to(latents.device).expand(G, K, B).flatten()]
+    out = latents.new_zeros(G * K * B, *latents.shape[1:])
+    embeds, pooled = embeds.flatten(0, 2), pooled.flatten(0, 2)
+    for chunk in rows.split(batch_size or len(rows)):
+        image = chunk % B  # row (g, k, b) -> image b
+        out[chunk] = transformer(hidden_states=latents[image], timestep=timestep[image],
+                                 encoder_hidden_states=embeds[chunk], pooled_projections=pooled[chunk],
+                                 return_dict=False)[0].to(out.dtype)
     return out.view(G, K, *latents.shape)
 
 # %% ../nbs/04_pipeline.ipynb #66ad73e4
@@ -99,7 +124,7 @@ class DecomposeOutput(BaseOutput):
 
 # %% ../nbs/04_pipeline.ipynb #aea4c24b
 class PromptDecomposePipeline(StableDiffusion3Pipeline):
-    r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are averaged.
+    r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are composed.
 
     Components are those of [`StableDiffusion3Pipeline`] plus `decomposer` ([`~lpd.decomposer.PromptDecomposer`]),
     registered so that `save_pretrained`/`from_pretrained` round-trip it. Load a stock SD3.5 folder with your own
@@ -116,20 +141,32 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                          text_encoder_3, tokenizer_3, image_encoder, feature_extractor)
         self.register_modules(decomposer=decomposer)
 
+    def composition_settings(self, composition: str | None = None, component_clip: str | None = None,
+                             negative_branch: str | None = None, sub_prompts=None) -> tuple[str, str, str]:
+        "`(composition, component_clip, negative_branch)`: as given, else the decomposer's own, else the original's."
+        config = self.decomposer.config if sub_prompts is None and self.decomposer is not None else {}
+        composition = composition or config.get("composition", "mean")
+        component_clip = component_clip or config.get("component_clip", "prompt" if sub_prompts is None else "own")
+        negative_branch = negative_branch or ("shared" if composition == "sum" else "per_component")
+        return composition, component_clip, negative_branch
+
     def check_decompose_inputs(self, prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
-                               components, component_weights, max_sequence_length, sub_prompts=None):
-        "Raise `ValueError` naming the first bad argument."
+                               components, component_weights, max_sequence_length, sub_prompts=None, *,
+                               composition="mean", component_clip="prompt", negative_branch="per_component",
+                               negative_every=1, negative_every_start=0.0, transformer_batch_size=None):
+        "Raise `ValueError` naming the first bad argument (the settings already resolved)."
         if sum(x is not None for x in (prompt, prompt_encoding, sub_prompts)) != 1:
             raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
-        if sub_prompts is not None:
-            K = self._check_sub_prompts(sub_prompts)
+        if sub_prompts is not None:  # components=[k] needs k in every prompt; weights cover the longest
+            counts = [len(texts) for texts in self._check_sub_prompts(sub_prompts)]
+            K, K_all = min(counts), max(counts)
         elif self.decomposer is None:
             raise ValueError("no decomposer: pass decomposer=PromptDecomposer.from_pretrained(...) to from_pretrained")
         elif self.decomposer.config.width != self.transformer.config.joint_attention_dim:
             raise ValueError(f"decomposer width {self.decomposer.config.width} != transformer "
                              f"joint_attention_dim {self.transformer.config.joint_attention_dim}")
         else:
-            K = self.decomposer.config.num_components
+            K = K_all = self.decomposer.config.num_components
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
         if isinstance(negative_prompt, list) and isinstance(prompt, list) and len(negative_prompt) != len(prompt):
@@ -141,22 +178,43 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"num_inference_steps must be positive, got {num_inference_steps}")
         if components is not None and (not components or any(not 0 <= k < K for k in components)):
             raise ValueError(f"components must be a non-empty list of indices in [0, {K}), got {components}")
-        n = K if components is None else len(components)
+        n = K_all if components is None else len(components)
         if component_weights is not None and len(component_weights) != n:
             raise ValueError(f"{len(component_weights)} component_weights for {n} components")
         check_max_sequence_length(max_sequence_length)
+        self._check_settings(sub_prompts, composition, component_clip, negative_branch, negative_every,
+                             negative_every_start, transformer_batch_size)
 
     @staticmethod
-    def _check_sub_prompts(sub_prompts) -> int:
-        "The number of texts per prompt, the same for every prompt; `ValueError` otherwise."
+    def _check_settings(sub_prompts, composition, component_clip, negative_branch, negative_every,
+                        negative_every_start, transformer_batch_size):
+        for name, value, allowed in (("composition", composition, COMPOSITIONS),
+                                     ("component_clip", component_clip, COMPONENT_CLIPS),
+                                     ("negative_branch", negative_branch, NEGATIVE_BRANCHES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if component_clip == "own" and sub_prompts is None:
+            raise ValueError("component_clip='own' needs sub_prompts: a decomposer's components have no text of "
+                             "their own")
+        if not isinstance(negative_every, int) or negative_every < 1:
+            raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
+        if negative_every > 1 and negative_branch != "shared":
+            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
+        if not 0 <= negative_every_start < 1 or (negative_every_start and negative_every == 1):
+            raise ValueError(f"negative_every_start must be in [0, 1) with negative_every > 1, got "
+                             f"{negative_every_start!r} with negative_every={negative_every}")
+        if transformer_batch_size is not None and (not isinstance(transformer_batch_size, int)
+                                                   or transformer_batch_size < 1):
+            raise ValueError(f"transformer_batch_size must be a positive number of rows, got {transformer_batch_size!r}")
+
+    @staticmethod
+    def _check_sub_prompts(sub_prompts) -> list[list[str]]:
+        "`sub_prompts` if it is a non-empty list of non-empty lists of strings (counts may differ); `ValueError` else."
         if not isinstance(sub_prompts, list) or not sub_prompts or not all(
                 isinstance(t, list) and t and all(isinstance(s, str) for s in t) for t in sub_prompts):
             raise ValueError(f"sub_prompts must be a non-empty list of non-empty lists of strings, "
                              f"got {sub_prompts!r:.80}")
-        counts = sorted({len(t) for t in sub_prompts})
-        if len(counts) > 1:
-            raise ValueError(f"every prompt needs the same number of sub_prompts, got {counts}")
-        return counts[0]
+        return sub_prompts
 
     def plain_embeds(self, texts: list[str], num_images_per_prompt: int = 1, max_sequence_length: int = 512,
                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,33 +224,49 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         dtype = self.transformer.dtype
         return torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype), enc.pooled_embeds.to(dtype)
 
+    def clip_embeds(self, texts: list[str], num_images_per_prompt: int = 1,
+                    clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "The CLIP part alone: states `(rows, 77, D)` and pooled `(rows, P)` in the transformer's dtype."
+        states, pooled = encode_clip(self, texts, num_images_per_prompt, self._execution_device, clip_skip)
+        return states.to(self.transformer.dtype), pooled.to(self.transformer.dtype)
+
     @staticmethod
     def _negatives(negative_prompt, batch: int) -> list[str]:
         negative = negative_prompt if negative_prompt is not None else ""
         return [negative] * batch if isinstance(negative, str) else list(negative)
 
     def text_embeds(self, sub_prompts: list[list[str]], negative_prompt, num_images_per_prompt: int = 1,
-                    max_sequence_length: int = 512, clip_skip: int | None = None, with_negative: bool = True):
-        "Each of the B x K texts encoded by the model's own encoders: `(G, K, B, 77 + T, D)`, pooled `(G, K, B, P)`."
-        B, K, n = len(sub_prompts), len(sub_prompts[0]), num_images_per_prompt
-        embeds, pooled = self.plain_embeds([t for texts in sub_prompts for t in texts], n, max_sequence_length,
-                                           clip_skip)  # rows ordered (b, k, image)
+                    max_sequence_length: int = 512, clip_skip: int | None = None, with_negative: bool = True,
+                    component_clip: str = "own"):
+        "Each of the B x K texts encoded: `(G, K, B, 77 + T, D)`, pooled `(G, K, B, P)`, mask `(K, B)` of real texts."
+        B, K, n = len(sub_prompts), max(len(t) for t in sub_prompts), num_images_per_prompt
+        padded = [list(texts) + [""] * (K - len(texts)) for texts in sub_prompts]  # fewer texts: masked out below
+        mask = torch.tensor([[k < len(texts) for texts in sub_prompts] for k in range(K)], device=self._execution_device)
+        embeds, pooled = self.plain_embeds([t for texts in padded for t in texts], n, max_sequence_length, clip_skip)
         def by_component(x):  # (B*K*n, ...) -> (K, B*n, ...): each component's rows in the batch's (b, image) order
             return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
-        embeds, pooled = [by_component(embeds)], [by_component(pooled)]
+        embeds, pooled = by_component(embeds), by_component(pooled)
+        if component_clip != "own":  # every component gets the whole prompt's (its texts joined) or the empty CLIP part
+            wholes = [" ".join(texts) for texts in sub_prompts] if component_clip == "prompt" else [""] * B
+            clip, clip_pooled = self.clip_embeds(wholes, n, clip_skip)  # (B*n, 77, D), (B*n, P)
+            embeds = torch.cat([clip.expand(K, *clip.shape), embeds[:, :, clip.shape[1]:]], dim=2)
+            pooled = clip_pooled.expand(K, *clip_pooled.shape)
+        embeds, pooled = [embeds], [pooled]
         if with_negative and self.do_classifier_free_guidance:  # one negative per prompt, the same for its components
             neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B), n, max_sequence_length, clip_skip)
             embeds.insert(0, neg.expand(K, *neg.shape))
             pooled.insert(0, neg_pooled.expand(K, *neg_pooled.shape))
-        return torch.stack(embeds), torch.stack(pooled)
+        return torch.stack(embeds), torch.stack(pooled), mask.repeat_interleave(n, dim=1)
 
-    def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None) -> torch.Tensor:
+    def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None,
+                          clip_embeds: torch.Tensor | None = None) -> torch.Tensor:
         "Decompose and build each sub-prompt `[CLIP ; component]`: `(K, B, 77 + N, D)` in the transformer's dtype."
         dec = self.decomposer
         parts = dec(encoding.t5_embeds.to(dec.device), encoding.t5_mask.to(dec.device))  # K x (B, N, D)
         if components is not None:
             parts = [parts[k] for k in components]
-        return sub_prompts(parts, encoding.clip_embeds.to(self.transformer.dtype))  # (K, B, 77+N, D)
+        clip = encoding.clip_embeds if clip_embeds is None else clip_embeds  # (B, 77, D): the prompt's, or the layout's
+        return sub_prompts(parts, clip.to(self.transformer.dtype))  # (K, B, 77+N, D)
 
     def encode(self, prompt, negative_prompt, do_classifier_free_guidance, num_images_per_prompt=1,
                max_sequence_length=512, clip_skip=None) -> tuple[PromptEncoding, PromptEncoding | None]:
@@ -205,7 +279,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         return enc, encode_long_prompt(self, negatives, num_images_per_prompt, max_sequence_length, device, clip_skip)
 
     def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
-                           num_images_per_prompt, max_sequence_length, clip_skip, with_negative=True):
+                           num_images_per_prompt, max_sequence_length, clip_skip, with_negative=True,
+                           component_clip="prompt"):
         "... the decomposed prompt: encode (one path, lpd.text), then `(G, K, B, S, D)` embeds, `(G, B, P)` pooled."
         with_negative = with_negative and self.do_classifier_free_guidance
         if prompt_encoding is None:
@@ -217,13 +292,20 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         if with_negative:
             encodings = [negative_prompt_encoding, prompt_encoding]
         encodings = [e.to(self._execution_device) for e in encodings]
+        if component_clip == "empty":  # T5-only components: the empty prompt's CLIP states and pooled vector
+            clip, clip_pooled = self.clip_embeds([""])
+            B = prompt_encoding.clip_embeds.shape[0]
+            clip, clip_pooled = clip.expand(B, *clip.shape[1:]), clip_pooled.expand(B, *clip_pooled.shape[1:])
+            embeds = torch.stack([self.sub_prompt_embeds(e, components, clip) for e in encodings])
+            return embeds, torch.stack([clip_pooled] * len(encodings))
         embeds = torch.stack([self.sub_prompt_embeds(e, components) for e in encodings])
         pooled = torch.stack([e.pooled_embeds.to(self.transformer.dtype) for e in encodings])
         return embeds, pooled
 
     @property
     def do_classifier_free_guidance(self):
-        return self._guidance_scale > 1
+        "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
+        return self._guidance_scale > 1 or getattr(self, "_composition", "mean") == "sum"
 
     @torch.no_grad()
     def __call__(
@@ -234,7 +316,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         width: int | None = None,
         num_inference_steps: int = 28,
         sigmas: list[float] | None = None,
-        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance
+        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance (under "mean")
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,  # (B, C, H/8, W/8) starting noise; decompose() shares it
@@ -244,64 +326,60 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         return_dict: bool = True,
         max_sequence_length: int = 512,
         components: list[int] | None = None,  # which components to compose; None = all (the composite)
-        component_weights: list[float] | None = None,  # composition weights; None = mean
+        component_weights: list[float] | None = None,  # composition weights; None = equal
         clip_skip: int | None = None,
         mu: float | None = None,
-        sub_prompts: list[list[str]] | None = None,  # per prompt, K texts to compose instead of decomposing a prompt
-        negative_branch: str = "per_component",  # "shared": one unconditional pass for all components (K+1 passes)
+        sub_prompts: list[list[str]] | None = None,  # per prompt, texts to compose instead of decomposing a prompt
+        negative_branch: str | None = None,  # "per_component", "shared" (K+1 passes); None: shared under "sum"
         negative_every: int = 1,  # with "shared": the unconditional pass every n-th step, reused in between
         negative_every_start: float = 0.0,  # the fraction of the steps run first with that pass at every step
+        composition: str | None = None,  # "mean" or "sum"; None: the decomposer's, else "mean"
+        component_clip: str | None = None,  # "prompt", "empty" or "own"; None: the decomposer's, else the original's
+        transformer_batch_size: int | None = None,  # rows per transformer call; None: all rows of a step in one
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
         Arguments follow [`StableDiffusion3Pipeline.__call__`]; `components=[k]` renders component k alone.
         `sub_prompts` composes given texts instead, each encoded by the model's own encoders (no decomposer needed):
-        the linguistic-split baseline, e.g. `[deal_sentences(prompt, 4)]`. With guidance, `negative_branch="shared"`
-        replaces the K negative sub-prompts (the original's layout, 2K passes a step) by one unconditional pass on
-        the negative prompt as stock SD3 encodes it, T5 padded to the sub-prompts' length (K + 1 passes): the
-        Composable-Diffusion form of the conjunction. `negative_every=n` then runs that pass at steps 0, n, 2n, ... and
-        reuses its last prediction in the steps between (K rows instead of K + 1): an approximation, off by default;
+        the linguistic-split baseline, e.g. `[sentences(prompt)]`; prompts may have different counts (the missing
+        components are masked out, not computed). With guidance, `negative_branch="shared"` replaces the K negative
+        sub-prompts (the original's layout, 2K passes a step) by one unconditional pass on the negative prompt as
+        stock SD3 encodes it, T5 padded to the sub-prompts' length (K + 1 passes): the Composable-Diffusion form of
+        the conjunction. `negative_every=n` then runs that pass at steps 0, n, 2n, ... and reuses its last
+        prediction in the steps between (K rows instead of K + 1): an approximation, off by default;
         `negative_every_start=f` keeps the pass at every step for the first round(f x steps) steps (the early,
         high-noise steps where the layout forms), then counts n from there.
+        `composition="sum"` composes `v_u + w * sum_k (v_k - v_u)` with `w = guidance_scale` (any value: 1 is
+        training's rule); `component_clip` sets what each sub-prompt carries besides its T5 part: the whole
+        prompt's CLIP states and pooled vector (`"prompt"`, the original's), the empty prompt's (`"empty"`:
+        T5-only components), or, for `sub_prompts`, each text's own (`"own"`, their default). A decomposer saved
+        with these settings renders with them unless they are given.
         Returns a [`StableDiffusion3PipelineOutput`] (or a tuple with `return_dict=False`).
         """
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
-        # 1. Check inputs
+        # 1. Check inputs (settings not given come from the decomposer's config, else the original's)
+        composition, component_clip, negative_branch = self.composition_settings(
+            composition, component_clip, negative_branch, sub_prompts)
         self.check_decompose_inputs(prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
-                                    components, component_weights, max_sequence_length, sub_prompts)
-        if negative_branch not in NEGATIVE_BRANCHES:
-            raise ValueError(f"negative_branch must be one of {NEGATIVE_BRANCHES}, got {negative_branch!r}")
-        if not isinstance(negative_every, int) or negative_every < 1:
-            raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
-        if negative_every > 1 and (negative_branch != "shared" or guidance_scale <= 1):
-            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
-        if not 0 <= negative_every_start < 1 or (negative_every_start and negative_every == 1):
-            raise ValueError(f"negative_every_start must be in [0, 1) with negative_every > 1, got "
-                             f"{negative_every_start!r} with negative_every={negative_every}")
-        self._guidance_scale, self._clip_skip, self._interrupt = guidance_scale, clip_skip, False
+                                    components, component_weights, max_sequence_length, sub_prompts,
+                                    composition=composition, component_clip=component_clip,
+                                    negative_branch=negative_branch, negative_every=negative_every,
+                                    negative_every_start=negative_every_start,
+                                    transformer_batch_size=transformer_batch_size)
+        self._guidance_scale, self._clip_skip, self._composition = guidance_scale, clip_skip, composition
         self._joint_attention_kwargs = None
         device = self._execution_device
+        if negative_every > 1 and not self.do_classifier_free_guidance:
+            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
 
-        # 2-3. Sub-prompt embeddings (G, K, B, S, D) and pooled (G, B, P) or (G, K, B, P): given texts, or ...
+        # 2-3. Sub-prompt embeddings (G, K, B, S, D), pooled (G, B, P) or (G, K, B, P), the components' mask (K, B)
+        embeds, pooled, mask = self._embeds(prompt, negative_prompt, prompt_encoding, negative_prompt_encoding,
+                                            components, num_images_per_prompt, max_sequence_length, clip_skip,
+                                            sub_prompts, negative_branch, component_clip)
         shared = negative_branch == "shared" and self.do_classifier_free_guidance
-        if sub_prompts is not None:
-            if components is not None:
-                sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
-            embeds, pooled = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt, max_sequence_length,
-                                              clip_skip, with_negative=not shared)
-        else:
-            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
-                                                     negative_prompt_encoding, components, num_images_per_prompt,
-                                                     max_sequence_length, clip_skip, with_negative=not shared)
-        K, B = embeds.shape[1:3]
-        if shared:  # the rows become [unconditional ; K components] of one branch
-            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
-            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
-                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
-            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
-            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
-            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
+        K, B = (embeds.shape[1] - 1 if shared else embeds.shape[1]), embeds.shape[2]
+        rows = None if mask is None else torch.cat([mask.new_ones(1, B), mask]) if shared else mask
 
         # 4. Prepare latent variables
         latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width,
@@ -310,20 +388,21 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         # 5. Prepare timesteps
         timesteps = self._timesteps(num_inference_steps, sigmas, latents, mu, device)
 
-        # 6. Denoising loop: one transformer batch of G*K*B rows per step, then composition
+        # 6. Denoising loop: G*K*B transformer rows per step (in chunks of transformer_batch_size), then composition
         weights = None if component_weights is None else torch.tensor(component_weights, device=device)
         first = round(negative_every_start * len(timesteps))  # steps with every unconditional pass, then 1 in n
+        predict = partial(predict_components, self.transformer, batch_size=transformer_batch_size)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if shared and i > first and (i - first) % negative_every:  # K rows: the last unconditional stands
-                    cond = predict_components(self.transformer, latents, t, embeds[:, 1:], pooled[:, 1:])[0]
+                    cond = predict(latents, t, embeds[:, 1:], pooled[:, 1:], mask=mask)[0]
                 else:
-                    noise_pred = predict_components(self.transformer, latents, t, embeds, pooled)  # (G, K, B, C, h, w)
+                    noise_pred = predict(latents, t, embeds, pooled, mask=rows)  # (G, K, B, C, h, w)
                     if shared:  # kept for the steps between (cuda_graphs returns copies, not its buffers)
                         uncond, cond = noise_pred[0, :1], noise_pred[0, 1:]
                 if shared:  # (2, K, ...): the one unconditional prediction serves every component
                     noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
-                noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights)
+                noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights, composition, mask)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 progress_bar.update()
 
@@ -331,6 +410,31 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         image = self._decode(latents, output_type)
         self.maybe_free_model_hooks()
         return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
+
+    def _embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
+                num_images_per_prompt, max_sequence_length, clip_skip, sub_prompts, negative_branch, component_clip):
+        "Steps 2-3: `(G, K, B, S, D)` embeds, pooled, mask `(K, B)` (None: all); shared: the rows [uncond ; K]."
+        shared = negative_branch == "shared" and self.do_classifier_free_guidance
+        mask = None
+        if sub_prompts is not None:  # given texts, or ...
+            if components is not None:
+                sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
+            embeds, pooled, mask = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt,
+                                                    max_sequence_length, clip_skip, not shared, component_clip)
+            mask = None if mask.all() else mask
+        else:  # ... the decomposed prompt
+            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
+                                                     negative_prompt_encoding, components, num_images_per_prompt,
+                                                     max_sequence_length, clip_skip, not shared, component_clip)
+        if shared:  # the rows become [unconditional ; K components] of one branch
+            K, B = embeds.shape[1:3]
+            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
+            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
+                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
+            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
+            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
+            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
+        return embeds, pooled, mask
 
     # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (step 5)
     def _timesteps(self, num_inference_steps, sigmas, latents, mu, device):
@@ -367,29 +471,39 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         latents: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
-        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance
+        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance (under "mean")
         max_sequence_length: int = 512,
         prompt_encoding: PromptEncoding | None = None,
         negative_prompt_encoding: PromptEncoding | None = None,
         clip_skip: int | None = None,
-        **kwargs,  # passed on to __call__ (num_inference_steps, output_type, sigmas, ...)
+        sub_prompts: list[list[str]] | None = None,  # given texts instead of a prompt: each rendered alone
+        **kwargs,  # passed on to __call__ (num_inference_steps, output_type, composition, component_clip, ...)
     ) -> DecomposeOutput:
         "Render every component alone (and the composite) from the same starting noise: what each sub-prompt carries."
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
-        if prompt_encoding is None:  # encode and draw the noise once; every render below reuses both
-            if prompt is None:
-                raise ValueError("pass exactly one of `prompt` and `prompt_encoding`")
-            prompt_encoding, negative_prompt_encoding = self.encode(
-                prompt, negative_prompt, guidance_scale > 1, num_images_per_prompt, max_sequence_length, clip_skip)
-        latents = self.prepare_latents(prompt_encoding.t5_embeds.shape[0], self.transformer.config.in_channels,
-                                       height, width, self.transformer.dtype, self._execution_device, generator,
-                                       latents)
-        common = dict(prompt_encoding=prompt_encoding, negative_prompt_encoding=negative_prompt_encoding,
-                      latents=latents, height=height, width=width, guidance_scale=guidance_scale,
+        common = dict(negative_prompt=negative_prompt, clip_skip=clip_skip)
+        if sub_prompts is not None:  # the texts are encoded by each call; the noise is drawn once
+            counts = sorted({len(texts) for texts in self._check_sub_prompts(sub_prompts)})
+            if len(counts) > 1:
+                raise ValueError(f"decompose renders component k of every prompt: sub_prompts need one count, "
+                                 f"got {counts}")
+            K, B = counts[0], len(sub_prompts) * num_images_per_prompt
+            common.update(sub_prompts=sub_prompts, num_images_per_prompt=num_images_per_prompt)
+        else:  # encode once; every render below reuses it
+            if prompt_encoding is None:
+                if prompt is None:
+                    raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
+                unconditional = guidance_scale > 1 or self.composition_settings(kwargs.get("composition"))[0] == "sum"
+                prompt_encoding, negative_prompt_encoding = self.encode(
+                    prompt, negative_prompt, unconditional, num_images_per_prompt, max_sequence_length, clip_skip)
+            K, B = self.decomposer.config.num_components, prompt_encoding.t5_embeds.shape[0]
+            common.update(prompt_encoding=prompt_encoding, negative_prompt_encoding=negative_prompt_encoding)
+        latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width, self.transformer.dtype,
+                                       self._execution_device, generator, latents)
+        common.update(latents=latents, height=height, width=width, guidance_scale=guidance_scale,
                       max_sequence_length=max_sequence_length, **kwargs)
         composite = self(**common).images if include_composite else None
-        K = self.decomposer.config.num_components
         components = [self(components=[k], **common).images for k in range(K)]
         return DecomposeOutput(composite=composite, components=components)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'read_prompts',
-           'sentences', 'deal_sentences', 'leading_sentences']
+__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'encode_clip',
+           'read_prompts', 'sentences', 'deal_sentences', 'leading_sentences']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
@@ -87,6 +88,23 @@ def _report_truncation(tokenizer, prompts: list[str], max_sequence_length: int) 
             logger.warning(f"prompt {i} has {n} T5 tokens; only the first {max_sequence_length} are encoded "
                            f"(max_sequence_length={max_sequence_length}), {n - max_sequence_length} are dropped")
     return counts
+
+# %% ../nbs/03_text.ipynb #fe798574
+# Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::encode_prompt (CLIP half)
+def encode_clip(
+    pipe: StableDiffusion3Pipeline,  # any SD3 pipeline: its two CLIP tokenizers and encoders are used
+    prompt: str | list[str],
+    num_images_per_prompt: int = 1,
+    device: torch.device | None = None,
+    clip_skip: int | None = None,
+    width: int | None = None,  # pad the states to this width (the T5 width); default: the transformer's
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "CLIP-L ⊕ CLIP-G states `(B, 77, width)` and pooled `(B, P)`, as `encode_prompt` makes them, without running T5."
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    parts = [pipe._get_clip_prompt_embeds(prompts, num_images_per_prompt, device, clip_skip, i) for i in (0, 1)]
+    states = torch.cat([p[0] for p in parts], dim=-1)
+    width = width or pipe.transformer.config.joint_attention_dim
+    return F.pad(states, (0, width - states.shape[-1])), torch.cat([p[1] for p in parts], dim=-1)
 
 # %% ../nbs/03_text.ipynb #113ef85b
 def read_prompts(path: str | Path) -> list[dict]:
