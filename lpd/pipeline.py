@@ -205,7 +205,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                              f"{negative_every_start!r} with negative_every={negative_every}")
         if transformer_batch_size is not None and (not isinstance(transformer_batch_size, int)
                                                    or transformer_batch_size < 1):
-            raise ValueError(f"transformer_batch_size must be a positive number of rows, got {transformer_batch_size!r}")
+            raise ValueError(f"transformer_batch_size must be a positive number of rows, "
+                             f"got {transformer_batch_size!r}")
 
     @staticmethod
     def _check_sub_prompts(sub_prompts) -> list[list[str]]:
@@ -241,12 +242,13 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         "Each of the B x K texts encoded: `(G, K, B, 77 + T, D)`, pooled `(G, K, B, P)`, mask `(K, B)` of real texts."
         B, K, n = len(sub_prompts), max(len(t) for t in sub_prompts), num_images_per_prompt
         padded = [list(texts) + [""] * (K - len(texts)) for texts in sub_prompts]  # fewer texts: masked out below
-        mask = torch.tensor([[k < len(texts) for texts in sub_prompts] for k in range(K)], device=self._execution_device)
+        mask = torch.tensor([[k < len(texts) for texts in sub_prompts] for k in range(K)],
+                            device=self._execution_device)  # (K, B)
         embeds, pooled = self.plain_embeds([t for texts in padded for t in texts], n, max_sequence_length, clip_skip)
         def by_component(x):  # (B*K*n, ...) -> (K, B*n, ...): each component's rows in the batch's (b, image) order
             return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
         embeds, pooled = by_component(embeds), by_component(pooled)
-        if component_clip != "own":  # every component gets the whole prompt's (its texts joined) or the empty CLIP part
+        if component_clip != "own":  # the whole prompt's (its texts joined) or the empty CLIP part
             wholes = [" ".join(texts) for texts in sub_prompts] if component_clip == "prompt" else [""] * B
             clip, clip_pooled = self.clip_embeds(wholes, n, clip_skip)  # (B*n, 77, D), (B*n, P)
             embeds = torch.cat([clip.expand(K, *clip.shape), embeds[:, :, clip.shape[1]:]], dim=2)
@@ -265,7 +267,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         parts = dec(encoding.t5_embeds.to(dec.device), encoding.t5_mask.to(dec.device))  # K x (B, N, D)
         if components is not None:
             parts = [parts[k] for k in components]
-        clip = encoding.clip_embeds if clip_embeds is None else clip_embeds  # (B, 77, D): the prompt's, or the layout's
+        clip = encoding.clip_embeds if clip_embeds is None else clip_embeds  # (B, 77, D): the prompt's or the layout's
         return sub_prompts(parts, clip.to(self.transformer.dtype))  # (K, B, 77+N, D)
 
     def encode(self, prompt, negative_prompt, do_classifier_free_guidance, num_images_per_prompt=1,
