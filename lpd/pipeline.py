@@ -24,20 +24,20 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import c
 from diffusers.utils import BaseOutput
 
 from .core import default_model, resolve_device, resolve_dtype
-from .decomposer import PromptDecomposer, load_decomposer
+from .decomposer import COMPONENT_CLIPS as DECOMPOSER_CLIPS
+from .decomposer import COMPOSITIONS, PromptDecomposer, load_decomposer
 from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode_long_prompt
 
 # %% auto #0
-__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'COMPOSITIONS', 'COMPONENT_CLIPS', 'add_negative_every_args',
-           'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline',
-           'model_facts', 'load_pipeline', 'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv',
-           'TransformerGraphs', 'cuda_graphs']
+__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_negative_every_args', 'compose_noise_pred',
+           'sub_prompts', 'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline', 'model_facts',
+           'load_pipeline', 'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs',
+           'cuda_graphs']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
 NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
-COMPOSITIONS = ("mean", "sum")  # the original's mean of guided components, or v_u + w * sum_k (v_k - v_u)
-COMPONENT_CLIPS = ("prompt", "empty", "own")  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
+COMPONENT_CLIPS = DECOMPOSER_CLIPS + ("own",)  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
 # (the original's layout), the empty prompt's (T5-only components), or its own text's (given texts only)
 
 def add_negative_every_args(parser):

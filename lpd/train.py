@@ -30,15 +30,16 @@ from .cache import CACHE_SETTINGS, EncodingCache, build_encoding_cache
 from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
-from .decomposer import DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs, load_decomposer
+from .decomposer import (COMPONENT_CLIPS, COMPOSITIONS, DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs,
+                            load_decomposer)
 from .pipeline import PromptDecomposePipeline, compile_blocks, load_pipeline, predict_components, sub_prompts
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
-           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'noise_latents', 'clean_latents',
-           'prompt_encoding', 'sample_noisy_latents', 'composite_prediction', 'training_loss', 'heldout_loss',
-           'caption_dataset', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
+           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'empty_condition', 'noise_latents',
+           'clean_latents', 'prompt_encoding', 'sample_noisy_latents', 'composite_prediction', 'training_loss',
+           'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
            'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
@@ -78,6 +79,12 @@ class TrainConfig:
     decomposer_heads: int = _f(32, "attention heads")
     decomposer_layers: int = _f(6, "Perceiver blocks")
     decomposer_attention_mask: bool = _f(False, "mask T5 padding in the decomposer (the method does not)")
+    component_clip: str | None = _f(None, "what each sub-prompt carries besides its tokens: prompt (the whole prompt's "
+                                          "CLIP states and pooled vector, the original's) or empty (the empty "
+                                          "prompt's: T5-only components); default: --ckpt's, else prompt")
+    composition: str | None = _f(None, "composition rule, in training and in the saved config: mean (the original's) "
+                                       "or sum (the empty prompt's prediction plus the sum of the components' "
+                                       "differences from it); default: --ckpt's, else mean")
     max_sequence_length: int = _f(512, "T5 tokens encoded per caption (the original's --token_length)",
                                   aliases=["--token_length"])
     # data
@@ -224,14 +231,18 @@ class Frozen:
     noise_scheduler: object  # a copy of the scheduler with its training timesteps and sigmas
     weight_dtype: torch.dtype
     cache: EncodingCache | None = None  # lpd-cache's encodings, read instead of running text encoders and VAE
+    empty: PromptEncoding | None = None  # "" as the unconditional pass encodes it (T5 at N tokens): sum rule, T5 only
 
 # %% ../nbs/07_train.ipynb #2ee5abe7
 def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
     "A new decomposer from the flags, or the one in `--ckpt` (lpd's or the original's; it must agree with the flags)."
     flags = {flag: getattr(cfg, flag) for flag in DECOMPOSER_FLAGS}
+    settings = {name: getattr(cfg, name) for name in ("component_clip", "composition") if getattr(cfg, name)}
     if cfg.ckpt:
-        return load_decomposer(cfg.ckpt, text_dim, **flags)
-    return PromptDecomposer(**decomposer_kwargs(text_dim, **flags))
+        decomposer = load_decomposer(cfg.ckpt, text_dim, **flags)
+        decomposer.register_to_config(**settings)  # this run's layout and rule, saved with its checkpoints
+        return decomposer
+    return PromptDecomposer(**decomposer_kwargs(text_dim, **flags), **settings)
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # mixed precision -> frozen modules; else fp32
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")  # what an encoding cache replaces
@@ -255,6 +266,16 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache
         compile_blocks(pipe.transformer)
     pipe.set_progress_bar_config(disable=True)
     return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype, cache)
+
+@torch.no_grad()
+def empty_condition(frozen: Frozen, num_tokens: int, composition: str, device) -> PromptEncoding:
+    "The empty prompt as the pipeline's unconditional pass encodes it (T5 at `num_tokens`): base of the sum rule."
+    if frozen.cache is None:
+        return encode_long_prompt(frozen.pipe, [""], max_sequence_length=num_tokens, device=device)
+    if composition == "sum":  # the CLIP part alone is in the cache; T5 at another length is not
+        raise ValueError(f"--composition sum needs the empty prompt's T5 states at --num_tokens {num_tokens}; an "
+                         "--encoding_cache holds them at --token_length only: train without --encoding_cache")
+    return frozen.cache.encoding([""], device)
 
 # %% ../nbs/07_train.ipynb #d920e187
 def noise_latents(
@@ -303,12 +324,23 @@ def sample_noisy_latents(frozen: Frozen, batch: dict, cfg: TrainConfig, generato
 
 # %% ../nbs/07_train.ipynb #83b245dc
 def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
-                         dtype: torch.dtype) -> torch.Tensor:
-    "The composite velocity: decompose the T5 states, K sub-prompts `[CLIP ; component]` in one batch, their mean."
+                         dtype: torch.dtype, component_clip: str | None = None, composition: str | None = None,
+                         empty: PromptEncoding | None = None) -> torch.Tensor:
+    "The composite velocity: decompose the T5 states, K sub-prompts `[CLIP ; component]` in one batch, composed."
     parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
-    embeds = sub_prompts(parts, enc.clip_embeds.to(dtype))[None]  # (1, K, B, S, D)
-    pooled = enc.pooled_embeds.to(dtype)[None]  # (1, B, P)
-    return predict_components(transformer, noisy, timesteps, embeds, pooled).mean(dim=(0, 1))
+    clip, pooled = enc.clip_embeds, enc.pooled_embeds  # (B, 77, D), (B, P): the original's layout
+    if component_clip == "empty":  # T5-only components
+        clip, pooled = empty.clip_embeds.expand_as(clip), empty.pooled_embeds.expand_as(pooled)
+    embeds = sub_prompts(parts, clip.to(dtype))[None]  # (1, K, B, S, D)
+    pred = predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])[0]  # (K, B, C, h, w)
+    if composition != "sum":
+        return pred.mean(dim=0)
+    with torch.no_grad():  # the sum rule at guidance 1: v_u + sum_k (v_k - v_u); v_u does not depend on the decomposer
+        B = noisy.shape[0]
+        uncond = torch.cat([empty.clip_embeds, empty.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
+        v_u = transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
+                          pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
+    return v_u + (pred - v_u).sum(dim=0)
 
 def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, captions: list[str],
                   generator: torch.Generator | None = None) -> dict:
@@ -323,7 +355,8 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(frozen.weight_dtype),
                                        return_dict=False)[0]
-    pred = composite_prediction(pipe.transformer, decomposer, enc, noisy, timesteps, frozen.weight_dtype)
+    pred = composite_prediction(pipe.transformer, decomposer, enc, noisy, timesteps, frozen.weight_dtype,
+                                cfg.component_clip, cfg.composition, frozen.empty)
     return flow_matching_loss(pred, latents, noise, sigmas, cfg.weighting_scheme, cfg.precondition_outputs, teacher)
 
 # %% ../nbs/07_train.ipynb #90956ad4
@@ -421,6 +454,9 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
     check_max_sequence_length(cfg.max_sequence_length, "--token_length")
+    for name, allowed in (("component_clip", COMPONENT_CLIPS), ("composition", COMPOSITIONS)):
+        if getattr(cfg, name) not in (None, *allowed):
+            raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.use_8bit_adam and cfg.use_adafactor:
         raise ValueError("--use_8bit_adam and --use_adafactor name two optimizers: choose one")
     if cfg.encoding_cache and cfg.validation_steps:
@@ -474,6 +510,10 @@ def fit(cfg: TrainConfig) -> dict:
     # 2. Frozen SD3 and the decomposer
     frozen = load_frozen(cfg, accelerator, cache)
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
+    cfg = dataclasses.replace(cfg, component_clip=decomposer.config.component_clip,  # resolved: the log says what ran
+                              composition=decomposer.config.composition)
+    if cfg.component_clip == "empty" or cfg.composition == "sum":
+        frozen.empty = empty_condition(frozen, decomposer.config.num_tokens, cfg.composition, accelerator.device)
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
     optimizer = build_optimizer(cfg, decomposer.parameters(), accelerator.num_processes)
