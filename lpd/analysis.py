@@ -22,23 +22,26 @@ def contact_sheet(
     components: list[PIL.Image.Image],
     prompt: str,
     tile: int = 256,  # each image is resized to tile x tile (nearest neighbour for small images)
+    columns: int = 8,  # images per row: a split into 30 sentences wraps into rows
 ) -> PIL.Image.Image:
-    "One PNG: the composite, then each component, labelled, with the prompt wrapped underneath."
+    "One PNG: the composite, then each component, labelled, in rows of `columns`, with the prompt wrapped underneath."
     images = [composite, *components]
     labels = ["composite"] + [f"component {k}" for k in range(len(components))]
     font = PIL.ImageFont.load_default(size=14)
-    lines = textwrap.wrap(prompt, width=max(40, (tile + 8) * len(images) // 7))[:40]
+    cols, rows = min(columns, len(images)), -(-len(images) // columns)
+    lines = textwrap.wrap(prompt, width=max(40, (tile + 8) * cols // 7))[:40]
     pad, label_h, line_h = 8, 22, 18
-    size = (pad + len(images) * (tile + pad), pad + label_h + tile + pad + line_h * len(lines) + pad)
+    cell_h = label_h + tile + pad
+    size = (pad + cols * (tile + pad), pad + rows * cell_h + line_h * len(lines) + pad)
     sheet = PIL.Image.new("RGB", size, "white")
     draw = PIL.ImageDraw.Draw(sheet)
     for i, (image, label) in enumerate(zip(images, labels)):
-        x = pad + i * (tile + pad)
-        draw.text((x, pad), label, fill="black", font=font)
+        x, y = pad + (i % cols) * (tile + pad), pad + (i // cols) * cell_h
+        draw.text((x, y), label, fill="black", font=font)
         resample = PIL.Image.NEAREST if image.width < tile else PIL.Image.LANCZOS
-        sheet.paste(image.convert("RGB").resize((tile, tile), resample), (x, pad + label_h))
+        sheet.paste(image.convert("RGB").resize((tile, tile), resample), (x, y + label_h))
     for j, line in enumerate(lines):
-        draw.text((pad, pad + label_h + tile + pad + j * line_h), line, fill="black", font=font)
+        draw.text((pad, pad + rows * cell_h + j * line_h), line, fill="black", font=font)
     return sheet
 
 # %% ../nbs/04a_analysis.ipynb #470ace5e

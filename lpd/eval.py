@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from .core import default_model, running_as_script, save_json
-from .evaluate import BASELINES, baseline_rows, evaluate, shapes_eval_prompts
+from .evaluate import BASELINES, COMPOSED_BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, NEGATIVE_BRANCHES, PromptDecomposePipeline, add_negative_every_args,
-                          compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv, load_pipeline)
-from .text import read_prompts
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, compile_blocks,
+                          cuda_graphs, fp8_blocks, fuse_qkv, load_pipeline, text_composer)
+from .text import read_prompts, split_components
 
 # %% auto #0
-__all__ = ['build_parser', 'run', 'main']
+__all__ = ['build_parser', 'sampling_settings', 'run', 'main']
 
 # %% ../nbs/10_eval.ipynb #572a3898
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True, help="run folder: images/, per_prompt.jsonl, metrics.json")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, one image per prompt and seed")
     p.add_argument("--num_inference_steps", type=int, default=28)
-    p.add_argument("--guidance_scale", type=float, default=GUIDANCE_SCALE, help="<= 1 disables guidance")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--max_sequence_length", type=int, default=512)
@@ -43,33 +42,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes_phrasing", default="eval", choices=["eval", "train"],
                    help="phrasings of the drawn prompts: unseen in training (eval) or the training captions' own")
     p.add_argument("--baseline", default="full", choices=BASELINES,
-                   help="without a decomposer: the whole prompt, its leading sentences, or its sentences split")
+                   help="without a decomposer: the whole prompt, its leading sentences, its sentences split, or "
+                        "(shapes-world prompts) one caption per object or per pair of objects from the truth")
     p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
-    p.add_argument("--split_components", type=int, default=4, help="--baseline split: texts per prompt")
-    p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
-                   help="with a decomposer or --baseline split: per_component (the original) or one shared pass")
-    add_negative_every_args(p)
+    p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
+                   help="--baseline split: one component per sentence (all, the default) or the sentences dealt "
+                        "into K")
+    add_composition_args(p)  # with a decomposer or a composing baseline (split, oracle_*): SPLIT_SETTINGS for those
     p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
     p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
     p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
     p.add_argument("--cuda_graphs", action="store_true", help="replay the transformer from CUDA graphs (CUDA)")
     return p
 
-def run(args, pipe=None) -> dict:
-    "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
+# %% ../nbs/10_eval.ipynb #48a49983
+def sampling_settings(args) -> dict:
+    "The pipeline's composition arguments for this run (before loading): checked flags, a split's defaults."
     if (args.prompts is None) == (args.shapes_eval is None):
         raise ValueError("give exactly one of --prompts and --shapes_eval")
     if args.decomposer_ckpt and args.baseline != "full":
         raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
                          "drop --decomposer_ckpt or the --baseline")
-    composes = args.decomposer_ckpt or args.baseline == "split"
-    if args.negative_branch != "per_component" and not composes:
-        raise ValueError(f"--negative_branch {args.negative_branch} needs a decomposer or --baseline split")
+    if args.split_components is not None and args.baseline != "split":
+        raise ValueError("--split_components needs --baseline split")
+    given = {k: v for k, v in composition_kwargs(args).items() if v is not None and k != "guidance_scale"}
+    given = {k: v for k, v in given.items() if (k, v) not in (("negative_every", 1), ("negative_every_start", 0.0))}
+    if not (args.decomposer_ckpt or args.baseline in COMPOSED_BASELINES):
+        if given:
+            raise ValueError(f"--{next(iter(given))} {next(iter(given.values()))} needs a decomposer or --baseline "
+                             f"split, oracle_objects or oracle_pairs")
+        return {"guidance_scale": GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale}
     if args.negative_every != 1 and args.negative_branch != "shared":
         raise ValueError(f"--negative_every {args.negative_every} needs --negative_branch shared")
     if args.negative_every_start and (args.negative_every == 1 or not 0 <= args.negative_every_start < 1):
         raise ValueError(f"--negative_every_start {args.negative_every_start} needs --negative_every > 1 and a "
                          "fraction in [0, 1)")
+    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
+    return settings if args.decomposer_ckpt else {**SPLIT_SETTINGS, **settings}
+
+# %% ../nbs/10_eval.ipynb #900c0e74
+def run(args, pipe=None) -> dict:
+    "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
+    settings = sampling_settings(args)
     model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)
@@ -84,24 +98,21 @@ def run(args, pipe=None) -> dict:
         compile_blocks(pipe.transformer)
     if args.cuda_graphs:
         cuda_graphs(pipe.transformer)
-    if args.baseline == "split" and not isinstance(pipe, PromptDecomposePipeline):
-        pipe = PromptDecomposePipeline(**pipe.components)  # the same modules, composing given texts
-        pipe.set_progress_bar_config(disable=True)
+    if args.baseline in COMPOSED_BASELINES:
+        pipe = text_composer(pipe)  # the same modules, composing given texts
     rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(
         args.shapes_eval, args.seed, pipe.tokenizer_3, tuple(args.shapes_objects), args.shapes_phrasing)
     rows = baseline_rows(rows, args.baseline, pipe.tokenizer_3, args.leading_tokens, args.split_components)
     label = (f"decomposer {Path(args.decomposer_ckpt).name}" if args.decomposer_ckpt
              else f"SD3 ({args.baseline} prompt)")
-    metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline,
+    metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline, "settings": settings,
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
-                          guidance_scale=args.guidance_scale, height=args.height, width=args.width,
-                          max_sequence_length=args.max_sequence_length,
-                          **({"negative_branch": args.negative_branch, "negative_every": args.negative_every,
-                                 "negative_every_start": args.negative_every_start}
-                             if composes else {}))}
+                          height=args.height, width=args.width, max_sequence_length=args.max_sequence_length,
+                          **settings)}
     save_json(metrics, out / "metrics.json")
     return metrics
 
+# %% ../nbs/10_eval.ipynb #76c7da58
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `lpd-eval` and `python -m lpd.eval`."
     args = build_parser().parse_args(argv)

@@ -14,12 +14,12 @@ import PIL.Image
 import torch
 
 from .judge import METRICS, aggregate, judge_row
-from .shapes import make_row, sample_scene, t5_counter
-from .text import deal_sentences, leading_sentences
+from .shapes import Scene, make_row, oracle_captions, sample_scene, t5_counter
+from .text import leading_sentences, split_sentences
 
 # %% auto #0
-__all__ = ['BASELINES', 'LENGTH_EDGES', 'shapes_eval_prompts', 'baseline_rows', 'generate', 'judge_images', 'write_report',
-           'evaluate']
+__all__ = ['BASELINES', 'COMPOSED_BASELINES', 'LENGTH_EDGES', 'shapes_eval_prompts', 'baseline_rows', 'generate', 'judge_images',
+           'write_report', 'evaluate']
 
 # %% ../nbs/09a_evaluate.ipynb #f76f6762
 def shapes_eval_prompts(
@@ -43,14 +43,15 @@ def shapes_eval_prompts(
     return rows
 
 # %% ../nbs/09a_evaluate.ipynb #e4a9ccf9
-BASELINES = ("full", "leading", "split")
+BASELINES = ("full", "leading", "split", "oracle_objects", "oracle_pairs")
+COMPOSED_BASELINES = ("split", "oracle_objects", "oracle_pairs")  # those that compose sub-prompts
 
 def baseline_rows(
     rows: list[dict],
     baseline: str = "full",
     tokenizer=None,  # the model's T5 tokenizer (`leading`)
     leading_tokens: int = 64,  # `leading`: the T5 budget, special tokens included
-    num_components: int = 4,  # `split`: texts per prompt
+    num_components: int | None = 4,  # `split`: texts per prompt; None: one per sentence
 ) -> list[dict]:
     "The rows as `baseline` presents them to the model: a shortened `prompt`, or `sub_prompts` to compose."
     if baseline == "full":
@@ -60,7 +61,15 @@ def baseline_rows(
             raise ValueError("the leading-sentences baseline needs the model's T5 tokenizer")
         return [{**r, "prompt": leading_sentences(r["prompt"], tokenizer, leading_tokens)} for r in rows]
     if baseline == "split":
-        return [{**r, "sub_prompts": deal_sentences(r["prompt"], num_components)} for r in rows]
+        return [{**r, "sub_prompts": split_sentences(r["prompt"], num_components)} for r in rows]
+    if baseline in ("oracle_objects", "oracle_pairs"):
+        missing = next((r["id"] for r in rows if "scene" not in r), None)
+        if missing is not None:
+            raise ValueError(f"--baseline {baseline} builds sub-prompts from a shapes-world truth; prompt {missing!r} "
+                             "has none")
+        per = baseline.removeprefix("oracle_").removesuffix("s")  # object, pair
+        return [{**r, "sub_prompts": oracle_captions(Scene.from_json(r["scene"]), random.Random(f"oracle-{r['id']}"),
+                                                     per, r.get("phrasing", "train"))} for r in rows]
     raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
 
 # %% ../nbs/09a_evaluate.ipynb #3286fb62

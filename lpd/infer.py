@@ -14,8 +14,9 @@ import torch
 from .analysis import contact_sheet
 from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
-from .pipeline import GUIDANCE_SCALE, NEGATIVE_BRANCHES, add_negative_every_args, load_pipeline, model_facts
-from .text import check_max_sequence_length, read_prompts
+from .pipeline import (SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline, model_facts,
+                          text_composer)
+from .text import check_max_sequence_length, read_prompts, split_components, split_sentences
 
 # %% auto #0
 __all__ = ['ORIGINAL_SIZE', 'build_parser', 'render_size', 'run', 'main']
@@ -40,10 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="output/infer", help="where the PNGs are written")
     p.add_argument("--save_decompose", action="store_true", help="also render each component alone")
     p.add_argument("--num_inference_steps", type=int, default=20)
-    p.add_argument("--guidance_scale", type=float, default=GUIDANCE_SCALE, help="<= 1 disables guidance")
-    p.add_argument("--negative_branch", default="per_component", choices=NEGATIVE_BRANCHES,
-                   help="per_component: the negative through the decomposer (the original); shared: one pass")
-    add_negative_every_args(p)
+    add_composition_args(p)  # --guidance_scale (default 4.5, the original's), --composition, --component_clip, ...
     p.add_argument("--max_sequence_length", type=int, default=512, help="T5 tokens kept (at most 512)")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16; default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu; default: cuda when available")
@@ -61,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_id", default=None, help="with --prompt_file: the row to use (default: the first)")
     p.add_argument("--contact_sheet", action="store_true",
                    help="with --save_decompose: also write contact_sheet.png (composite, components, prompt)")
+    p.add_argument("--split", default=None, choices=["sentences"], help="compose the prompt's sentences instead of "
+                   "decomposer components (no decomposer needed): T5-only components under the sum rule unless "
+                   "--component_clip / --composition say otherwise")
+    p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
+                   help="with --split: one component per sentence (all, the default) or the sentences dealt into K")
     return p
 
 # %% ../nbs/05_infer.ipynb #63d0916d
@@ -88,6 +91,10 @@ def _check_args(args, facts: dict) -> None:
         if value is not None and (value < 1 or value % facts["multiple"]):
             raise ValueError(f"--{flag} {value} is not a positive multiple of {facts['multiple']} "
                              f"(VAE factor x patch size of this model)")
+    if args.split_components is not None and args.split is None:
+        raise ValueError("--split_components needs --split sentences")
+    if args.split and args.decomposer_ckpt:
+        raise ValueError("--split composes the prompt's sentences without a decomposer: drop --decomposer_ckpt")
     for flag in _decomposer_flags(args):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -110,19 +117,22 @@ def run(args: argparse.Namespace) -> list[Path]:
     model = args.pretrained_model_name_or_path or str(default_model())
     facts = model_facts(model)
     _check_args(args, facts)
-    ckpt = args.decomposer_ckpt or Path(model) / "decomposer"
-    if args.decomposer_ckpt is None and not Path(ckpt).exists():
-        raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder")
+    ckpt = None if args.split else args.decomposer_ckpt or Path(model) / "decomposer"
+    if not args.split and args.decomposer_ckpt is None and not Path(ckpt).exists():
+        raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder (or compose its "
+                         "sentences with --split sentences)")
     size = render_size(facts)
-    # 2. Load SD3 with the decomposer, once, everything in --dtype
+    # 2. Load SD3 with the decomposer (none for --split), once, everything in --dtype
     pipe = load_pipeline(model, ckpt, args.device, args.dtype, **_decomposer_flags(args))
     # 3. Render: the composite, and each component from the same noise
-    call = dict(prompt=prompt, negative_prompt=args.negative_prompt, height=args.height or size,
+    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
+    texts = {"prompt": prompt}
+    if args.split:  # the sentences as given texts, composed as a split composes (unless the flags say otherwise)
+        pipe, settings = text_composer(pipe), {**SPLIT_SETTINGS, **settings}
+        texts = {"sub_prompts": [split_sentences(prompt, args.split_components)]}
+    call = dict(**texts, **settings, negative_prompt=args.negative_prompt, height=args.height or size,
                 width=args.width or size, num_inference_steps=args.num_inference_steps,
-                guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length,
-                negative_branch=args.negative_branch, negative_every=args.negative_every,
-                negative_every_start=args.negative_every_start,
-                generator=torch.Generator("cpu").manual_seed(args.seed))
+                max_sequence_length=args.max_sequence_length, generator=torch.Generator("cpu").manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.save_decompose:

@@ -29,24 +29,48 @@ from .decomposer import COMPOSITIONS, PromptDecomposer, load_decomposer
 from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode_long_prompt
 
 # %% auto #0
-__all__ = ['GUIDANCE_SCALE', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_negative_every_args', 'compose_noise_pred',
-           'sub_prompts', 'predict_components', 'DecomposeOutput', 'PromptDecomposePipeline', 'model_facts',
-           'load_pipeline', 'compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs',
-           'cuda_graphs']
+__all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
+           'composition_kwargs', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
+           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer', 'compile_blocks', 'fp8_blocks',
+           'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
-GUIDANCE_SCALE = 4.5  # the original's default: PromptDecomposePipeline, lpd-infer and lpd-eval use it
+GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
+# sum, where FACTS.md's sentence and oracle splits compose best (w 1 and 3 score lower)
+GUIDANCE_SCALE = GUIDANCE_SCALES["mean"]  # the original's default
+# how a split of a prompt composes (lpd-infer --split, lpd-eval's split and oracle baselines): T5-only components
+# under the sum rule (FACTS.md)
+SPLIT_SETTINGS = dict(composition="sum", component_clip="empty")
 NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
 COMPONENT_CLIPS = DECOMPOSER_CLIPS + ("own",)  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
 # (the original's layout), the empty prompt's (T5-only components), or its own text's (given texts only)
 
-def add_negative_every_args(parser):
-    "lpd-infer's and lpd-eval's `--negative_every` and `--negative_every_start`: the pipeline's arguments."
+def add_composition_args(parser) -> None:
+    "lpd-infer's and lpd-eval's flags for the pipeline's composition arguments (`composition_kwargs` reads them)."
+    parser.add_argument("--guidance_scale", type=float, default=None, help="default 4.5 under the mean rule, 2 under "
+                        "the sum; <= 1 disables guidance under the mean rule")
+    parser.add_argument("--composition", default=None, choices=COMPOSITIONS, help="mean (the original's) or sum: "
+                        "v_u + w * sum_k (v_k - v_u); default: the decomposer's, else mean")
+    parser.add_argument("--component_clip", default=None, choices=COMPONENT_CLIPS, help="each sub-prompt's CLIP "
+                        "states and pooled vector: the whole prompt's (prompt, the original's), the empty prompt's "
+                        "(empty: T5-only components) or, for split texts, each text's own (own); default: the "
+                        "decomposer's, else prompt")
+    parser.add_argument("--negative_branch", default=None, choices=NEGATIVE_BRANCHES, help="per_component: the "
+                        "negative through the decomposer (the original's); shared: one unconditional pass; default: "
+                        "shared under the sum rule, else per_component")
     parser.add_argument("--negative_every", type=int, default=1, help="with --negative_branch shared: the "
                         "unconditional pass every N-th step, its prediction reused between (an approximation; "
                         "1 = every step)")
     parser.add_argument("--negative_every_start", type=float, default=0.0, help="with --negative_every: the fraction "
                         "of the steps run first with the unconditional pass at every step")
+    parser.add_argument("--transformer_batch_size", type=int, default=None, help="transformer rows per call "
+                        "(components x branches x images); default: all rows of a step in one call")
+
+def composition_kwargs(args) -> dict:
+    "The pipeline arguments that `add_composition_args`'s flags set (None: not given)."
+    names = ("guidance_scale", "composition", "component_clip", "negative_branch", "negative_every",
+             "negative_every_start", "transformer_batch_size")
+    return {name: getattr(args, name) for name in names}
 
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
@@ -142,13 +166,15 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         self.register_modules(decomposer=decomposer)
 
     def composition_settings(self, composition: str | None = None, component_clip: str | None = None,
-                             negative_branch: str | None = None, sub_prompts=None) -> tuple[str, str, str]:
-        "`(composition, component_clip, negative_branch)`: as given, else the decomposer's own, else the original's."
+                             negative_branch: str | None = None, sub_prompts=None,
+                             guidance_scale: float | None = None) -> tuple[str, str, str, float]:
+        "`(composition, component_clip, negative_branch, guidance_scale)`: given, else the decomposer's, else defaults"
         config = self.decomposer.config if sub_prompts is None and self.decomposer is not None else {}
         composition = composition or config.get("composition", "mean")
         component_clip = component_clip or config.get("component_clip", "prompt" if sub_prompts is None else "own")
         negative_branch = negative_branch or ("shared" if composition == "sum" else "per_component")
-        return composition, component_clip, negative_branch
+        guidance_scale = GUIDANCE_SCALES.get(composition, GUIDANCE_SCALE) if guidance_scale is None else guidance_scale
+        return composition, component_clip, negative_branch, guidance_scale
 
     def check_decompose_inputs(self, prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
                                components, component_weights, max_sequence_length, sub_prompts=None, *,
@@ -318,7 +344,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         width: int | None = None,
         num_inference_steps: int = 28,
         sigmas: list[float] | None = None,
-        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance (under "mean")
+        guidance_scale: float | None = None,  # None: 4.5 (mean), 2 (sum); <= 1 disables guidance under "mean"
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,  # (B, C, H/8, W/8) starting noise; decompose() shares it
@@ -361,8 +387,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
         # 1. Check inputs (settings not given come from the decomposer's config, else the original's)
-        composition, component_clip, negative_branch = self.composition_settings(
-            composition, component_clip, negative_branch, sub_prompts)
+        composition, component_clip, negative_branch, guidance_scale = self.composition_settings(
+            composition, component_clip, negative_branch, sub_prompts, guidance_scale)
         self.check_decompose_inputs(prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
                                     components, component_weights, max_sequence_length, sub_prompts,
                                     composition=composition, component_clip=component_clip,
@@ -473,7 +499,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         latents: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
-        guidance_scale: float = GUIDANCE_SCALE,  # <= 1 disables classifier-free guidance (under "mean")
+        guidance_scale: float | None = None,  # None: 4.5 (mean), 2 (sum); <= 1 disables guidance under "mean"
         max_sequence_length: int = 512,
         prompt_encoding: PromptEncoding | None = None,
         negative_prompt_encoding: PromptEncoding | None = None,
@@ -484,6 +510,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         "Render every component alone (and the composite) from the same starting noise: what each sub-prompt carries."
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
+        composition, _, _, guidance_scale = self.composition_settings(
+            kwargs.get("composition"), sub_prompts=sub_prompts, guidance_scale=guidance_scale)
         common = dict(negative_prompt=negative_prompt, clip_skip=clip_skip)
         if sub_prompts is not None:  # the texts are encoded by each call; the noise is drawn once
             counts = sorted({len(texts) for texts in self._check_sub_prompts(sub_prompts)})
@@ -496,7 +524,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             if prompt_encoding is None:
                 if prompt is None:
                     raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
-                unconditional = guidance_scale > 1 or self.composition_settings(kwargs.get("composition"))[0] == "sum"
+                unconditional = guidance_scale > 1 or composition == "sum"
                 prompt_encoding, negative_prompt_encoding = self.encode(
                     prompt, negative_prompt, unconditional, num_images_per_prompt, max_sequence_length, clip_skip)
             K, B = self.decomposer.config.num_components, prompt_encoding.t5_embeds.shape[0]
@@ -560,6 +588,14 @@ def load_pipeline(
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
     return pipe.to(device)
+
+def text_composer(pipe: StableDiffusion3Pipeline) -> PromptDecomposePipeline:
+    "The same modules as a `PromptDecomposePipeline` that composes given texts (`sub_prompts`); no decomposer needed."
+    if isinstance(pipe, PromptDecomposePipeline):
+        return pipe
+    composer = PromptDecomposePipeline(**pipe.components)
+    composer.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return composer
 
 @contextmanager
 def _no_loading_bars():

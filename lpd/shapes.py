@@ -22,9 +22,10 @@ from .data import FIXTURE_DIR
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'SIZE_SCALE', 'ROWS', 'COLS', 'DEFAULT_RESOLUTION', 'PLACE',
            'OBJECT_TEMPLATES', 'RELATION_TEMPLATES', 'BACKGROUND_TEMPLATES', 'OPENING_TEMPLATES', 'FILLER', 'NUMBERS',
-           'ShapeObject', 'Scene', 'sample_scene', 'shape_polygon', 'render_scene', 'word_counter', 't5_counter',
-           'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption', 'world_texts',
-           'make_row', 'write_shapes_dataset', 'render_fixture_set', 'main']
+           'ORACLE_SPLITS', 'ShapeObject', 'Scene', 'sample_scene', 'shape_polygon', 'render_scene', 'word_counter',
+           't5_counter', 'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption',
+           'partial_caption', 'oracle_captions', 'world_texts', 'make_row', 'write_shapes_dataset',
+           'render_fixture_set', 'main']
 
 # %% ../nbs/08_shapes.ipynb #3559ec00
 SHAPES = ("circle", "square", "triangle", "diamond", "rectangle")
@@ -231,6 +232,26 @@ def long_caption(
         else:
             break
     return " ".join(head + body + said[:n_rel] + fillers[:n_fill]), pool[:n_rel]
+
+# %% ../nbs/08_shapes.ipynb #703e7bef
+def partial_caption(scene: Scene, rng: random.Random, num_named: tuple[int, int] = (1, 3),
+                    phrasing: str = "train") -> str:
+    "A short caption of a random subset of the scene's objects (`num_named` inclusive, at most all): open-world."
+    lo, hi = num_named
+    if not 1 <= lo <= hi <= 3:
+        raise ValueError(f"num_named must lie in 1..3 (a short caption's range), got {num_named}")
+    named = rng.sample(scene.objects, min(rng.randint(lo, hi), len(scene.objects)))
+    return short_caption(Scene(scene.background, named), rng, phrasing)
+
+ORACLE_SPLITS = ("object", "pair")
+
+def oracle_captions(scene: Scene, rng: random.Random, per: str = "object", phrasing: str = "train") -> list[str]:
+    "The ideal split from the truth: a short caption per object, or per pair of objects in the scene's order."
+    if per not in ORACLE_SPLITS:
+        raise ValueError(f"per must be one of {ORACLE_SPLITS}, got {per!r}")
+    size = 1 if per == "object" else 2
+    groups = [scene.objects[i : i + size] for i in range(0, len(scene.objects), size)]
+    return [short_caption(Scene(scene.background, group), rng, phrasing) for group in groups]
 
 # %% ../nbs/08_shapes.ipynb #a1b4f13a
 def world_texts() -> list[str]:

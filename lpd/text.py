@@ -5,6 +5,7 @@
 # %% ../nbs/03_text.ipynb #b376d2a8
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 # %% auto #0
 __all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'encode_clip',
-           'read_prompts', 'sentences', 'deal_sentences', 'leading_sentences']
+           'read_prompts', 'sentences', 'deal_sentences', 'split_sentences', 'split_components', 'leading_sentences']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
@@ -146,6 +147,18 @@ def deal_sentences(text: str, k: int) -> list[str]:
     for i, sentence in enumerate(sentences(text)):
         groups[i % k].append(sentence)
     return [" ".join(g) for g in groups]
+
+def split_sentences(text: str, k: int | None = None) -> list[str]:
+    "Sub-prompts of a sentence split: one per sentence (`k=None`), or the sentences dealt into `k` texts."
+    return sentences(text) if k is None else deal_sentences(text, k)
+
+def split_components(value: str) -> int | None:
+    "`--split_components`: `all` (None: one component per sentence) or a positive number of groups."
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive number of groups, got {value!r}")
+    return int(value)
 
 def leading_sentences(text: str, tokenizer, max_tokens: int) -> str:
     "The most leading sentences within `max_tokens` tokens of `tokenizer` (special tokens counted); at least one."

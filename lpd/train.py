@@ -79,9 +79,9 @@ class TrainConfig:
     decomposer_heads: int = _f(32, "attention heads")
     decomposer_layers: int = _f(6, "Perceiver blocks")
     decomposer_attention_mask: bool = _f(False, "mask T5 padding in the decomposer (the method does not)")
-    component_clip: str | None = _f(None, "what each sub-prompt carries besides its tokens: prompt (the whole prompt's "
-                                          "CLIP states and pooled vector, the original's) or empty (the empty "
-                                          "prompt's: T5-only components); default: --ckpt's, else prompt")
+    component_clip: str | None = _f(None, "what each sub-prompt carries besides its tokens: prompt (the whole "
+                                          "prompt's CLIP states and pooled vector, the original's) or empty (the "
+                                          "empty prompt's: T5-only components); default: --ckpt's, else prompt")
     composition: str | None = _f(None, "composition rule, in training and in the saved config: mean (the original's) "
                                        "or sum (the empty prompt's prediction plus the sum of the components' "
                                        "differences from it); default: --ckpt's, else mean")
