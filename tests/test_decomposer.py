@@ -2,6 +2,7 @@
 `lpd-infer` renders an original checkpoint with the original's section 7 command and defaults."""
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -125,9 +126,12 @@ def test_a_width_other_than_the_models_t5_is_named():
 
 
 def test_infer_defaults_are_the_originals_section_7():
+    "The original's defaults; guidance is left to the pipeline, which gives a mean-rule decomposer the original's 4.5."
     args = build_parser().parse_args(["--prompt", "x"])
-    assert (args.num_inference_steps, args.guidance_scale, args.seed, args.negative_prompt,
-            args.max_sequence_length) == (20, 4.5, 42, "", 512)
+    assert (args.num_inference_steps, args.seed, args.negative_prompt, args.max_sequence_length) == (20, 42, "", 512)
+    assert (args.guidance_scale, args.composition, args.component_clip, args.negative_branch) == (None,) * 4
+    original = PromptDecomposePipeline.composition_settings(SimpleNamespace(decomposer=None))
+    assert original == ("mean", "prompt", "per_component", 4.5)
 
 
 def original_checkpoint(tiny_dir, folder, seed=0):
