@@ -30,17 +30,19 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentP
 from .core import resolve_device, running_as_script, save_json
 from .evaluate import shapes_eval_prompts
 from .judge import METRICS, judge, judge_row
-from .shapes import make_row, render_scene, sample_scene, world_texts
+from .pipeline import text_composer
+from .shapes import make_row, partial_caption, render_scene, sample_scene, world_texts
 from .text import MAX_T5_TOKENS
 from .tiny import tiny_text_encoders
-from .train import noise_latents
+from .train import noise_latents, training_scheduler
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'CLIP_PAIRS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels',
            'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config',
            'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set',
            'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'slim_clip', 'slim_clips',
-           'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3', 'fit_toy_sd3', 'fit_vae', 'main']
+           'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3', 'load_transformer_weights', 'fit_toy_sd3',
+           'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -155,6 +157,11 @@ class ToySD3Config:
     scheduler_shift: float = field(default=1.0, metadata={"help": "flow-matching shift (SD3: 3.0 at 1024 px)"})
     resolution: int = field(default=64, metadata={"help": "image size (the VAE's)"})
     num_objects: list[int] = field(default_factory=lambda: [1, 3], metadata={"help": "objects per training scene"})
+    caption_objects: list[int] | None = field(default=None, metadata={
+        "help": "objects a training caption names, a random subset of the scene's (open-world captions); "
+                "None: every object (closed world)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "a saved toy SD3 folder whose transformer starts the run (a fine-tune); None: fresh weights"})
     train_scenes: int = field(default=200_000, metadata={"help": "scenes in the fixed training set"})
     steps: int = field(default=20_000, metadata={"help": "optimizer steps in all"})
     batch_size: int = field(default=256, metadata={"help": "images per step"})
@@ -230,7 +237,10 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
     "Latents `(S, 4, h, w)`, token ids, the empty caption's ids, and the scenes as JSON (to hold them out)."
     rng = random.Random(f"toy-sd3-train-{cfg.seed}")
     scenes = training_scenes(cfg, rng)
-    captions = [make_row(s, rng, "short", "train")["caption"] for s in scenes]
+    if cfg.caption_objects:  # open world: the caption names some of the objects, the image holds them all
+        captions = [partial_caption(s, rng, tuple(cfg.caption_objects)) for s in scenes]
+    else:
+        captions = [make_row(s, rng, "short", "train")["caption"] for s in scenes]
     vae, latents = pipe.vae.to(device), []
     for start in range(0, len(scenes), 1000):
         z = vae.encode(render_pixels(scenes[start : start + 1000], cfg.resolution).to(device)).latent_dist.mean
@@ -240,13 +250,18 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
 
 # %% ../nbs/13_toy.ipynb #59958791
 @torch.no_grad()
-def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250, **call) -> tuple[list, list]:
-    "Render each row once with `pipe` (from the noise of `seed`) and judge it: `(scores, images)`."
+def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250, t5_only: bool = False,
+                   **call) -> tuple[list, list]:
+    "Render each row once with `pipe` (from the noise of `seed`; `t5_only`: the empty CLIP part) and judge it."
     images = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         gens = [torch.Generator("cpu").manual_seed(seed) for _ in batch]
-        images += pipe([r["prompt"] for r in batch], generator=gens, **call).images
+        if t5_only:  # the prompt as the only component of a composition with the empty prompt's CLIP states
+            texts = dict(sub_prompts=[[r["prompt"]] for r in batch], component_clip="empty")
+            images += text_composer(pipe)(**texts, generator=gens, **call).images
+        else:
+            images += pipe([r["prompt"] for r in batch], generator=gens, **call).images
     return [judge_row(im, r) for im, r in zip(images, rows)], images
 
 def mean_scores(scores: list[dict]) -> dict:
@@ -281,8 +296,10 @@ def train_step(pipe, noise_scheduler, data: dict, cfg: ToySD3Config, gen: torch.
     return F.mse_loss(pred.float(), (noise - latents).float())
 
 # %% ../nbs/13_toy.ipynb #d04d7289
-EVAL_SETS = {  # name -> (objects per scene, phrasing); judged at the end of every run, the first during training
-    "short_train": ((1, 3), "train"), "short_eval": ((1, 3), "eval"), "long_train": ((4, 9), "train")}
+EVAL_SETS = {  # name -> (objects per scene, phrasing); judged at the end of every run, the first during training;
+    # "_t5": the prompt through T5 alone (the empty prompt's CLIP states and pooled vector)
+    "short_train": ((1, 3), "train"), "short_train_t5": ((1, 3), "train"), "short_eval": ((1, 3), "eval"),
+    "long_train": ((4, 9), "train")}
 
 def judge_sets(pipe, cfg: ToySD3Config, held_out: set[str], names=tuple(EVAL_SETS)) -> dict:
     "Judge scores of the named held-out prompt sets (overall and by object count)."
@@ -292,7 +309,7 @@ def judge_sets(pipe, cfg: ToySD3Config, held_out: set[str], names=tuple(EVAL_SET
     for name in names:
         objects, phrasing = EVAL_SETS[name]
         rows = shapes_eval_prompts(cfg.eval_prompts, cfg.seed, pipe.tokenizer_3, objects, phrasing, held_out)
-        scores = judge_pipeline(pipe, rows, cfg.seed, **call)[0]
+        scores = judge_pipeline(pipe, rows, cfg.seed, t5_only=name.endswith("_t5"), **call)[0]
         counts = sorted({r["num_objects"] for r in rows})
         out[name] = {**mean_scores(scores), "by_num_objects": {
             n: mean_scores([s for s, r in zip(scores, rows) if r["num_objects"] == n]) for n in counts}}
@@ -382,6 +399,16 @@ def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
 RESUMABLE_CHANGES = {"output_dir", "steps", "max_minutes", "device", "eval_every", "eval_prompts", "sampling_steps",
                      "guidance_scale"}  # settings a resumed run may change; any other change is refused
 
+def load_transformer_weights(transformer: SD3Transformer2DModel, folder: str | Path) -> SD3Transformer2DModel:
+    "Copy the transformer weights of a saved SD3 folder into `transformer` (a fine-tune's start); shapes must agree."
+    saved = SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer")
+    try:
+        transformer.load_state_dict(saved.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"--init_from {folder}: its transformer has other shapes than these settings build: "
+                         f"{str(e).splitlines()[1].strip()}") from None
+    return transformer
+
 def _check_resume(cfg: ToySD3Config, out: Path) -> None:
     "Refuse to resume a run folder whose checkpoint was trained with other settings (one line naming them)."
     saved_file = out / "toy_sd3_config.json"
@@ -403,7 +430,7 @@ def fit_toy_sd3(cfg: ToySD3Config) -> dict:
     save_json(asdict(cfg), out / "toy_sd3_config.json")
     torch.backends.cuda.matmul.allow_tf32 = True
     pipe = toy_pipeline(cfg).to(device)
-    noise_scheduler = copy.deepcopy(pipe.scheduler)  # sampling sets the pipeline's timesteps; training keeps these
+    noise_scheduler = training_scheduler(pipe.scheduler)
     if (out / "train_set.pt").exists():
         data = torch.load(out / "train_set.pt", map_location=device)
     else:
@@ -411,6 +438,8 @@ def fit_toy_sd3(cfg: ToySD3Config) -> dict:
         torch.save(data, out / "train_set.pt")
     held_out = set(data["scenes"])
     model = pipe.transformer.train()
+    if cfg.init_from:  # a fine-tune: the weights of a trained toy SD3's transformer
+        load_transformer_weights(model, cfg.init_from)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     lr_sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=cfg.warmup_steps)
     ema, gen, step = EMAModel(model.parameters(), decay=cfg.ema_decay), torch.Generator().manual_seed(cfg.seed), 0

@@ -37,10 +37,10 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
-           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'empty_condition', 'noise_latents',
-           'clean_latents', 'prompt_encoding', 'sample_noisy_latents', 'composite_prediction', 'training_loss',
-           'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate', 'init_trackers', 'build_optimizer', 'fit',
-           'cache_encodings', 'main']
+           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
+           'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
+           'composite_prediction', 'training_loss', 'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate',
+           'init_trackers', 'build_optimizer', 'fit', 'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -265,7 +265,11 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache
     if cfg.compile_transformer:
         compile_blocks(pipe.transformer)
     pipe.set_progress_bar_config(disable=True)
-    return Frozen(pipe, copy.deepcopy(pipe.scheduler), weight_dtype, cache)
+    return Frozen(pipe, training_scheduler(pipe.scheduler), weight_dtype, cache)
+
+def training_scheduler(scheduler):
+    "A new scheduler of the same config with its training timesteps and sigmas (sampling resets a scheduler's)."
+    return type(scheduler).from_config(scheduler.config)
 
 @torch.no_grad()
 def empty_condition(frozen: Frozen, num_tokens: int, composition: str, device) -> PromptEncoding:
