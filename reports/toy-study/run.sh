@@ -14,14 +14,19 @@
 #   fastest NAME...  all of them but every2: --compile --fp8 --fuse_qkv --cuda_graphs (H100 and later)
 #   fastest_every2 NAME...  all of them: fastest's flags and --negative_every 2
 #   fastest_every2_late NAME...  the same, the pass at every step in the first half of the steps
+# Issue 26, composition on the open-world toy:
+#   toy_open [flags]  fine-tune the closed-world toy on open-world captions (data/profiles/toy_sd3_open.yaml)
+#   rows NAME...      rows of the composition study (ROWS below) on MODEL, one process each, in parallel:
+#                     PHRASING=train (3 seeds, the default) or eval (1 seed); SUBLEN = T5 tokens of each split or
+#                     oracle sub-prompt (512); TAG prefixes the folders (closed- for the closed-world control)
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
 RUN=runs/toy-study
-MODEL=data/toy-sd3
+MODEL=${MODEL:-data/toy-sd3}
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)
@@ -31,7 +36,33 @@ one() {  # lpd-eval of one method: NAME PHRASING SEEDS [flags] -> $RUN/eval/NAME
     --output_dir $RUN/eval/$method-$phrasing "$@" > $RUN/eval/$method-$phrasing.log 2>&1
 }
 
+declare -A ROWS=(  # name -> lpd-eval flags; split and oracle rows compose T5-only components, sum rule, w 2 unless said
+  [whole]="--baseline full" [leading]="--baseline leading --leading_tokens 64"
+  [split4-prompt-mean]="--baseline split --split_components 4 --component_clip prompt --composition mean"
+  [split4]="--baseline split --split_components 4" [split6]="--baseline split --split_components 6"
+  [sentences]="--baseline split" [sentences-w1]="--baseline split --guidance_scale 1"
+  [sentences-w3]="--baseline split --guidance_scale 3" [sentences-prompt]="--baseline split --component_clip prompt"
+  [sentences-own]="--baseline split --component_clip own"
+  [sentences-prompt-mean]="--baseline split --component_clip prompt --composition mean"
+  [objects]="--baseline oracle_objects" [objects-prompt]="--baseline oracle_objects --component_clip prompt"
+  [objects-mean]="--baseline oracle_objects --composition mean" [pairs]="--baseline oracle_pairs"
+  [pairs-prompt-mean]="--baseline oracle_pairs --component_clip prompt --composition mean")
+
 case "$stage" in
+toy_open)
+  exec $PY -m lpd.toy sd3 data/profiles/toy_sd3_open.yaml "$@"
+  ;;
+rows)
+  phrasing=${PHRASING:-train}
+  seeds=$([ $phrasing = train ] && echo 0,1,2 || echo 0)
+  mkdir -p $RUN/eval
+  for name in "$@"; do
+    flags=${ROWS[$name]:?unknown row $name}
+    case "$flags" in *split*|*oracle*) flags="$flags --max_sequence_length ${SUBLEN:-512}";; esac
+    one "${TAG:-}$name" $phrasing $seeds $flags &
+  done
+  wait
+  ;;
 data)
   exec $PY -m lpd.shapes runs/shapes-long6 --num_scenes $SCENES --resolution 64 --tokenizer $MODEL/tokenizer_3 --num_objects 2 6
   ;;
