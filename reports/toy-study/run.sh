@@ -19,7 +19,7 @@
 #   rows NAME...      rows of the composition study (ROWS below) on MODEL, one process each, in parallel:
 #                     PHRASING=train (3 seeds, the default) or eval (1 seed); SUBLEN = T5 tokens of each split or
 #                     oracle sub-prompt (512); TAG prefixes the folders (closed- for the closed-world control)
-#   open_study        all of issue 26's open-world runs on one GPU, in parallel: the decomposer's data (SCENES=10000)
+#   open_study        all of issue 26's open-world runs on one GPU, in parallel: the decomposer's data (OPEN_SCENES=10000)
 #                     and training (n4-open: K 4, T5-only components, sum rule, STEPS=500) then its rows, and every
 #                     row of ROWS in the training phrasings (3 seeds) and the main ones in the eval phrasings (1 seed),
 #                     split and oracle sub-prompts at SUBLEN=64 T5 tokens
@@ -59,7 +59,7 @@ toy_open)
 open_study)
   mkdir -p $RUN/eval
   export SUBLEN=${SUBLEN:-64}
-  (SCENES=${SCENES:-10000} bash $0 data > $RUN/data.log 2>&1 \
+  (SCENES=${OPEN_SCENES:-10000} bash $0 data > $RUN/data.log 2>&1 \
    && bash $0 train n4-open --component_clip empty --composition sum --max_train_steps ${STEPS:-500} \
         --checkpointing_steps 250 > $RUN/n4-open.log 2>&1 \
    && { one n4-open train 0,1,2 --decomposer_ckpt $RUN/n4-open & one n4-open eval 0 --decomposer_ckpt $RUN/n4-open;
