@@ -23,10 +23,12 @@ def contact_sheet(
     prompt: str,
     tile: int = 256,  # each image is resized to tile x tile (nearest neighbour for small images)
     columns: int = 8,  # images per row: a split into 30 sentences wraps into rows
+    leading: dict[str, PIL.Image.Image] | None = None,  # label -> image shown before the composite (comparisons)
 ) -> PIL.Image.Image:
     "One PNG: the composite, then each component, labelled, in rows of `columns`, with the prompt wrapped underneath."
-    images = [composite, *components]
-    labels = ["composite"] + [f"component {k}" for k in range(len(components))]
+    leading = leading or {}
+    images = [*leading.values(), composite, *components]
+    labels = [*leading, "composite"] + [f"component {k}" for k in range(len(components))]
     font = PIL.ImageFont.load_default(size=14)
     cols, rows = min(columns, len(images)), -(-len(images) // columns)
     lines = textwrap.wrap(prompt, width=max(40, (tile + 8) * cols // 7))[:40]

@@ -14,8 +14,10 @@ import torch
 from .analysis import contact_sheet
 from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
-from .pipeline import (SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline, model_facts,
-                          text_composer)
+from diffusers import StableDiffusion3Pipeline
+
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
+                          model_facts, text_composer)
 from .text import check_max_sequence_length, read_prompts, split_components, split_sentences
 
 # %% auto #0
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, choices=["sentences"], help="compose the prompt's sentences instead of "
                    "decomposer components (no decomposer needed): T5-only components under the sum rule unless "
                    "--component_clip / --composition say otherwise")
+    p.add_argument("--compare", action="store_true", help="also render, from the same noise, the model given the "
+                   "whole prompt (plain SD3, guidance 4.5) and, unless --split, the prompt's sentences composed as "
+                   "--split composes them: whole_prompt.png, sentence_split.png; they lead the contact sheet")
     p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
                    help="with --split: one component per sentence (all, the default) or the sentences dealt into K")
     return p
@@ -140,16 +145,33 @@ def run(args: argparse.Namespace) -> list[Path]:
     else:
         out = pipe.decompose(**call)
         composite, components = out.composite[0], [images[0] for images in out.components]
+    compared = _comparisons(pipe, prompt, call, args) if args.compare else {}
     # 4. Write the files
     files = [out_dir / args.compose_filename]
     composite.save(files[0])
+    for label, image in compared.items():
+        files.append(out_dir / f"{label.replace(' ', '_')}.png")
+        image.save(files[-1])
     for k, image in enumerate(components):
         files.append(out_dir / f"component_{k}.png")
         image.save(files[-1])
     if args.contact_sheet and components:
         files.append(out_dir / "contact_sheet.png")
-        contact_sheet(composite, components, prompt).save(files[-1])
+        contact_sheet(composite, components, prompt, leading=compared).save(files[-1])
     return files
+
+def _comparisons(pipe, prompt: str, call: dict, args) -> dict:
+    "The whole prompt through the plain model and (without --split) its sentences composed, from the call's noise."
+    same = {k: v for k, v in call.items() if k in ("negative_prompt", "height", "width", "num_inference_steps",
+                                                   "max_sequence_length")}
+    noise = lambda: torch.Generator("cpu").manual_seed(args.seed)  # noqa: E731  (the composite's noise)
+    plain = StableDiffusion3Pipeline(**{k: v for k, v in pipe.components.items() if k != "decomposer"})
+    plain.set_progress_bar_config(disable=True)
+    out = {"whole prompt": plain(prompt, guidance_scale=GUIDANCE_SCALE, generator=noise(), **same).images[0]}
+    if not args.split:
+        out["sentence split"] = text_composer(pipe)(sub_prompts=[split_sentences(prompt)], **SPLIT_SETTINGS,
+                                                    generator=noise(), **same).images[0]
+    return out
 
 # %% ../nbs/05_infer.ipynb #3d305992
 def main(argv: list[str] | None = None) -> int:
