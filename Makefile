@@ -22,7 +22,7 @@ $(VENV)/.installed: settings.ini setup.py
 
 demo: env
 	$(BIN)/lpd-infer --prompt_file data/prompts/shapes_prompts.jsonl --prompt_id shapes_six \
-	  --output_dir $(DEMO_DIR) --save_decompose --contact_sheet --seed 0
+	  --output_dir $(DEMO_DIR) --save_decompose --contact_sheet --compare --seed 0
 	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
 
 test: env check-sync

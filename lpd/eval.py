@@ -63,6 +63,9 @@ def sampling_settings(args) -> dict:
     if args.decomposer_ckpt and args.baseline != "full":
         raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
                          "drop --decomposer_ckpt or the --baseline")
+    if args.decomposer_ckpt and args.sub_prompt_length is not None:
+        raise ValueError("--sub_prompt_length is the T5 length of composed texts (--baseline split, oracle_*); a "
+                         "decomposer reads the prompt at --max_sequence_length")
     if args.split_components is not None and args.baseline != "split":
         raise ValueError("--split_components needs --baseline split")
     given = {k: v for k, v in composition_kwargs(args).items() if v is not None and k != "guidance_scale"}

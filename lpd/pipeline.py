@@ -39,8 +39,8 @@ GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule
 # sum, where FACTS.md's sentence and oracle splits compose best (w 1 and 3 score lower)
 GUIDANCE_SCALE = GUIDANCE_SCALES["mean"]  # the original's default
 # how a split of a prompt composes (lpd-infer --split, lpd-eval's split and oracle baselines): T5-only components
-# under the sum rule (FACTS.md)
-SPLIT_SETTINGS = dict(composition="sum", component_clip="empty")
+# under the sum rule, each text's T5 at 64 tokens (reports/toy-study/open: better than 512 on the toy, half the time)
+SPLIT_SETTINGS = dict(composition="sum", component_clip="empty", sub_prompt_length=64)
 NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub-prompts, or one unconditional pass
 COMPONENT_CLIPS = DECOMPOSER_CLIPS + ("own",)  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
 # (the original's layout), the empty prompt's (T5-only components), or its own text's (given texts only)
@@ -63,13 +63,15 @@ def add_composition_args(parser) -> None:
                         "1 = every step)")
     parser.add_argument("--negative_every_start", type=float, default=0.0, help="with --negative_every: the fraction "
                         "of the steps run first with the unconditional pass at every step")
+    parser.add_argument("--sub_prompt_length", type=int, default=None, help="T5 tokens of each composed text (a "
+                        "split's sentences, an oracle's captions); default 64 for those, else --max_sequence_length")
     parser.add_argument("--transformer_batch_size", type=int, default=None, help="transformer rows per call "
                         "(components x branches x images); default: all rows of a step in one call")
 
 def composition_kwargs(args) -> dict:
     "The pipeline arguments that `add_composition_args`'s flags set (None: not given)."
     names = ("guidance_scale", "composition", "component_clip", "negative_branch", "negative_every",
-             "negative_every_start", "transformer_batch_size")
+             "negative_every_start", "sub_prompt_length", "transformer_batch_size")
     return {name: getattr(args, name) for name in names}
 
 def compose_noise_pred(
@@ -364,6 +366,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         composition: str | None = None,  # "mean" or "sum"; None: the decomposer's, else "mean"
         component_clip: str | None = None,  # "prompt", "empty" or "own"; None: the decomposer's, else the original's
         transformer_batch_size: int | None = None,  # rows per transformer call; None: all rows of a step in one
+        sub_prompt_length: int | None = None,  # T5 tokens of each of the `sub_prompts`; None: max_sequence_length
     ):
         r"""Render the composite of the decomposed prompt (or of the chosen `components`).
 
@@ -398,6 +401,11 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         self._guidance_scale, self._clip_skip, self._composition = guidance_scale, clip_skip, composition
         self._joint_attention_kwargs = None
         device = self._execution_device
+        if sub_prompt_length is not None:  # given texts are encoded at their own length, the prompt at its own
+            if sub_prompts is None:
+                raise ValueError("sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
+            check_max_sequence_length(sub_prompt_length, "sub_prompt_length")
+            max_sequence_length = sub_prompt_length
         if negative_every > 1 and not self.do_classifier_free_guidance:
             raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
 

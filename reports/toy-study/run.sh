@@ -74,7 +74,7 @@ rows)
   mkdir -p $RUN/eval
   for name in "$@"; do
     flags=${ROWS[$name]:?unknown row $name}
-    case "$flags" in *split*|*oracle*) flags="$flags --max_sequence_length ${SUBLEN:-512}";; esac
+    case "$flags" in *split*|*oracle*) flags="$flags --sub_prompt_length ${SUBLEN:-64}";; esac
     one "${TAG:-}$name" $phrasing $seeds $flags &
   done
   wait
