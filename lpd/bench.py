@@ -25,15 +25,16 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import PromptDecomposePipeline, TransformerGraphs, compile_blocks, fp8_blocks, fuse_qkv
+from .pipeline import (SPLIT_SETTINGS, PromptDecomposePipeline, TransformerGraphs, compile_blocks, fp8_blocks,
+                          fuse_qkv)
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
 
 # %% auto #0
-__all__ = ['SCALES', 'BASELINES', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure', 'step_inputs', 'layout_rows',
-           'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table', 'write_bench', 'build_pipeline',
-           'long_generation', 'encoding_step', 'plot_memory', 'main']
+__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
+           'step_inputs', 'layout_rows', 'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table',
+           'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -111,17 +112,26 @@ def step_inputs(m: dict, size: int, rows: int, text_tokens: int, device, dtype) 
                 timestep=torch.full((rows,), 500.0, device=device), return_dict=False)
 
 BASELINES = ("plain_cfg", "original", "shared")  # the layouts eager mode always times
+SENTENCES = 22  # one component per sentence: the mean sentence count of the study's prompts (FACTS.md)
+LAYOUTS = (*BASELINES, "components", "sentences", "sentences512")  # sentences: T5 at 64 tokens each (64 px splits'
+# default, lpd.pipeline.SPLIT_SETTINGS), sentences512: at 512; both with the shared unconditional row
 
 def layout_rows(layout: str, K: int, batch: int) -> int:
-    "Transformer rows of one step: plain CFG 2B, the original 2KB, the shared negative (K + 1)B, the components KB."
-    return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K}[layout] * batch
+    "Transformer rows of one step: plain CFG 2B, the original 2KB, shared (K + 1)B, components KB, sentences 23B."
+    sentences = SENTENCES + 1
+    return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K, "sentences": sentences,
+            "sentences512": sentences}[layout] * batch
+
+def _text_tokens(layout: str, N: int, T: int) -> int:
+    "CLIP + T5 (plain CFG, a sentence at 512), CLIP + a sentence at 64, or CLIP + a decomposer's sub-prompt."
+    return 77 + {"plain_cfg": T, "sentences512": T, "sentences": SPLIT_SETTINGS["sub_prompt_length"]}.get(layout, N)
 
 def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cudagraphs: bool = False):
     "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cudagraphs`: reduce-overhead)."
     tf, spec = m["transformer"], m["spec"]
     K, N = spec["decomposer"]["num_components"], spec["decomposer"]["num_tokens"]
-    text_tokens = 77 + (spec["t5_tokens"] if layout == "plain_cfg" else N)  # CLIP + T5, or CLIP + a sub-prompt
-    inputs = step_inputs(m, size, layout_rows(layout, K, batch), text_tokens, tf.device, tf.dtype)
+    inputs = step_inputs(m, size, layout_rows(layout, K, batch), _text_tokens(layout, N, spec["t5_tokens"]),
+                         tf.device, tf.dtype)
     def step():
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
@@ -378,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp8", action="store_true", help="then time the blocks with fp8 matmuls (torchao), compiled")
     p.add_argument("--layouts", default="plain_cfg,original,shared", help="steps timed in the compiled modes "
                    "(each compiles afresh; eager times them and the first three, the baselines), of plain_cfg, "
-                   "original, shared, components (K rows: with shared, the steps of negative_every=2)")
+                   "original, shared, components (K rows: with shared, the steps of negative_every=2), sentences "
+                   "(22 components + the unconditional row, T5 at 64 tokens each), sentences512 (at 512)")
     p.add_argument("--train_setups", default="adamw", help=f"comma-separated, of {', '.join(TRAIN_SETUPS)}")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
@@ -405,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setups = [s for s in args.train_setups.split(",") if s]
     layouts = [s for s in args.layouts.split(",") if s]
-    if unknown := [s for s in layouts if s not in (*BASELINES, "components")]:
-        print(f"lpd-bench: error: unknown --layouts {', '.join(unknown)}; choose from {', '.join(BASELINES)}, "
-              "components", file=sys.stderr)
+    if unknown := [s for s in layouts if s not in LAYOUTS]:
+        print(f"lpd-bench: error: unknown --layouts {', '.join(unknown)}; choose from {', '.join(LAYOUTS)}",
+              file=sys.stderr)
         return 2
     if unknown := [s for s in setups if s not in TRAIN_SETUPS]:
         print(f"lpd-bench: error: unknown --train_setups {', '.join(unknown)}; choose from {', '.join(TRAIN_SETUPS)}",
