@@ -18,11 +18,12 @@ import PIL.Image
 
 from .core import running_as_script
 from .analysis import contact_sheet
+from .judge import aggregate
 
 # %% auto #0
 __all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'html_img',
            'html_page', 'write_run_report', 'build_reports', 'sig3', 'load_study', 'plot_methods_by_bin',
-           'methods_table', 'attention_html', 'main']
+           'methods_table', 'attention_html', 'interval_table', 'main']
 
 # %% ../nbs/12_report.ipynb #04527597
 def _json(path: Path):
@@ -257,6 +258,26 @@ def attention_html(record: dict, top: int = 5) -> str:
                          for w, a in zip(words, norm))
         blocks.append(f"<p><b>k{k}</b> (most: {html.escape(best)})<br>{spans}</p>")
     return "".join(blocks)
+
+# %% ../nbs/12_report.ipynb #71f84cab
+def interval_table(results_dir: str | Path, methods: list[str], labels: dict[str, str], phrasing: str,
+                   groups=((2, 9), (4, 9)), metrics=("presence", "location")) -> pd.DataFrame:
+    "Per method: each metric over the prompts of each object-count group, `score [lo, hi]` re-bootstrapped from them."
+    rows = []
+    for method in methods:
+        path = Path(results_dir) / f"{method}-{phrasing}" / "per_prompt.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"no per-prompt scores for method {method!r}, phrasing {phrasing!r}: {path}")
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        row = {"method": labels.get(method, method)}
+        for a, b in groups:
+            summary = aggregate([r for r in records if a <= r["num_objects"] <= b])[0]
+            row["n " + f"{a}-{b}"] = summary["n"]
+            for metric in metrics:
+                lo, hi = summary[metric + "_ci"]
+                row[f"{metric} {a}-{b}"] = f"{summary[metric]:.3f} [{lo:.3f}, {hi:.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 # %% ../nbs/12_report.ipynb #ad56d5fe
 def main(argv: list[str] | None = None) -> int:
