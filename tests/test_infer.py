@@ -115,3 +115,33 @@ def test_half_precision_on_cpu_falls_back_with_a_warning(tiny_dir, tmp_path, cap
     assert main(base_args(tiny_dir, tmp_path) + ["--dtype", "bf16"]) == 0
     assert "dtype bf16 requested on CPU: using fp32 instead" in caplog.text
     assert (tmp_path / "compose.png").exists()
+
+
+@pytest.mark.parametrize("flags, settings", [
+    ([], dict(composition="sum", component_clip="empty", guidance_scale=2.0, sub_prompt_length=64)),
+    (["--composition", "mean", "--component_clip", "own", "--guidance_scale", "3", "--sub_prompt_length", "32"],
+     dict(composition="mean", component_clip="own", guidance_scale=3.0, sub_prompt_length=32)),
+])
+def test_split_renders_the_pipelines_sentence_composition(tiny_dir, tmp_path, flags, settings):
+    """`--split sentences` is the pipeline composing the prompt's sentences: by default T5-only components, the sum
+    rule at guidance 2 and 64 T5 tokens each; the flags change each of those (one ignored would change the image)."""
+    import numpy as np
+    import torch
+
+    from lpd.pipeline import PromptDecomposePipeline, load_pipeline
+    from lpd.text import sentences
+
+    prompt = "A red circle at the top. A blue square below it. The background is white."
+    args = base_args(tiny_dir, tmp_path, prompt)[4:] + ["--pretrained_model_name_or_path", str(tiny_dir),
+                                                         "--split", "sentences", "--seed", "7", *flags]
+    assert main(args) == 0
+    pipe = PromptDecomposePipeline(**load_pipeline(tiny_dir, None, "cpu", "fp32").components)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(sub_prompts=[sentences(prompt)], generator=torch.Generator("cpu").manual_seed(7), num_inference_steps=2,
+               height=64, width=64, max_sequence_length=512, **settings).images[0]
+    ours = np.asarray(Image.open(tmp_path / "compose.png"), dtype=int)
+    assert np.abs(ours - np.asarray(ref, dtype=int)).max() <= 1
+    other = pipe(sub_prompts=[sentences(prompt)], generator=torch.Generator("cpu").manual_seed(7),
+                 num_inference_steps=2, height=64, width=64,
+                 **{**settings, "guidance_scale": settings["guidance_scale"] + 2}).images[0]
+    assert np.abs(ours - np.asarray(other, dtype=int)).max() > 1  # the comparison can tell settings apart
