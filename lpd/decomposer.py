@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 # %% auto #0
-__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'COMPONENT_CLIPS', 'DECOMPOSER_FLAGS', 'SquaredReLU',
+__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'DECOMPOSER_CLIPS', 'DECOMPOSER_FLAGS', 'SquaredReLU',
            'PerceiverAttentionBlock', 'PerceiverResampler', 'PromptDecomposer', 'decomposer_kwargs', 'load_decomposer']
 
 # %% ../nbs/01_decomposer.ipynb #ddbfccdf
@@ -89,7 +89,7 @@ WEIGHTS_NAME = "model.safetensors"  # the original's checkpoint file name
 CONFIG_NAME = "config.json"
 LATENTS_KEY = "mask_head.connector.latents"  # (K, N, D) in every checkpoint, the original's and lpd's
 COMPOSITIONS = ("mean", "sum")  # how the pipeline composes the components' predictions (lpd.pipeline)
-COMPONENT_CLIPS = ("prompt", "empty")  # CLIP part of every sub-prompt: the whole prompt's, or the empty prompt's
+DECOMPOSER_CLIPS = ("prompt", "empty")  # CLIP part of every sub-prompt: the whole prompt's, or the empty prompt's
 _LOADER_KWARGS = {  # what DiffusionPipeline.from_pretrained passes to every ModelMixin component
     "device_map", "max_memory", "offload_folder", "offload_state_dict", "variant", "use_safetensors",
     "low_cpu_mem_usage", "disable_mmap", "use_flashpack", "quantization_config", "provider", "sess_options",
@@ -120,7 +120,7 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
                                 num_heads=num_heads, num_layers=num_layers).items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"PromptDecomposer: {name} must be a positive integer, got {value!r}")
-        for name, value, allowed in (("component_clip", component_clip, COMPONENT_CLIPS),
+        for name, value, allowed in (("component_clip", component_clip, DECOMPOSER_CLIPS),
                                      ("composition", composition, COMPOSITIONS)):
             if value not in allowed:
                 raise ValueError(f"PromptDecomposer: {name} must be one of {allowed}, got {value!r}")

@@ -68,8 +68,9 @@ def sampling_settings(args) -> dict:
                          "decomposer reads the prompt at --max_sequence_length")
     if args.split_components is not None and args.baseline != "split":
         raise ValueError("--split_components needs --baseline split")
-    given = {k: v for k, v in composition_kwargs(args).items() if v is not None and k != "guidance_scale"}
-    given = {k: v for k, v in given.items() if (k, v) not in (("negative_every", 1), ("negative_every_start", 0.0))}
+    defaults = build_parser().parse_args(["--output_dir", "."])  # composition flags left at their defaults
+    given = {k: v for k, v in composition_kwargs(args).items()
+             if k != "guidance_scale" and v != getattr(defaults, k)}
     if not (args.decomposer_ckpt or args.baseline in COMPOSED_BASELINES):
         if given:
             raise ValueError(f"--{next(iter(given))} {next(iter(given.values()))} needs a decomposer or --baseline "

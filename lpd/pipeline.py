@@ -24,8 +24,7 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import c
 from diffusers.utils import BaseOutput
 
 from .core import default_model, resolve_device, resolve_dtype
-from .decomposer import COMPONENT_CLIPS as DECOMPOSER_CLIPS
-from .decomposer import COMPOSITIONS, PromptDecomposer, load_decomposer
+from .decomposer import COMPOSITIONS, DECOMPOSER_CLIPS, PromptDecomposer, load_decomposer
 from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode_long_prompt
 
 # %% auto #0
@@ -181,7 +180,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
     def check_decompose_inputs(self, prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
                                components, component_weights, max_sequence_length, sub_prompts=None, *,
                                composition="mean", component_clip="prompt", negative_branch="per_component",
-                               negative_every=1, negative_every_start=0.0, transformer_batch_size=None):
+                               negative_every=1, negative_every_start=0.0, transformer_batch_size=None,
+                               guidance_scale=GUIDANCE_SCALE, sub_prompt_length=None):
         "Raise `ValueError` naming the first bad argument (the settings already resolved)."
         if sum(x is not None for x in (prompt, prompt_encoding, sub_prompts)) != 1:
             raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
@@ -211,11 +211,16 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"{len(component_weights)} component_weights for {n} components")
         check_max_sequence_length(max_sequence_length)
         self._check_settings(sub_prompts, composition, component_clip, negative_branch, negative_every,
-                             negative_every_start, transformer_batch_size)
+                             negative_every_start, transformer_batch_size, guidance_scale, sub_prompt_length)
 
     @staticmethod
-    def _check_settings(sub_prompts, composition, component_clip, negative_branch, negative_every,
-                        negative_every_start, transformer_batch_size):
+    def needs_unconditional(guidance_scale: float, composition: str) -> bool:
+        "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
+        return guidance_scale > 1 or composition == "sum"
+
+    @classmethod
+    def _check_settings(cls, sub_prompts, composition, component_clip, negative_branch, negative_every,
+                        negative_every_start, transformer_batch_size, guidance_scale, sub_prompt_length):
         for name, value, allowed in (("composition", composition, COMPOSITIONS),
                                      ("component_clip", component_clip, COMPONENT_CLIPS),
                                      ("negative_branch", negative_branch, NEGATIVE_BRANCHES)):
@@ -226,7 +231,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                              "their own")
         if not isinstance(negative_every, int) or negative_every < 1:
             raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
-        if negative_every > 1 and negative_branch != "shared":
+        if negative_every > 1 and (negative_branch != "shared"
+                                   or not cls.needs_unconditional(guidance_scale, composition)):
             raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
         if not 0 <= negative_every_start < 1 or (negative_every_start and negative_every == 1):
             raise ValueError(f"negative_every_start must be in [0, 1) with negative_every > 1, got "
@@ -235,6 +241,10 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                                                    or transformer_batch_size < 1):
             raise ValueError(f"transformer_batch_size must be a positive number of rows, "
                              f"got {transformer_batch_size!r}")
+        if sub_prompt_length is not None:
+            if sub_prompts is None:
+                raise ValueError("sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
+            check_max_sequence_length(sub_prompt_length, "sub_prompt_length")
 
     @staticmethod
     def _check_sub_prompts(sub_prompts) -> list[list[str]]:
@@ -334,8 +344,8 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
 
     @property
     def do_classifier_free_guidance(self):
-        "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
-        return self._guidance_scale > 1 or getattr(self, "_composition", "mean") == "sum"
+        "Whether the unconditional branch runs (`needs_unconditional` of this call's guidance and rule)."
+        return self.needs_unconditional(self._guidance_scale, getattr(self, "_composition", "mean"))
 
     @torch.no_grad()
     def __call__(
@@ -397,17 +407,12 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
                                     composition=composition, component_clip=component_clip,
                                     negative_branch=negative_branch, negative_every=negative_every,
                                     negative_every_start=negative_every_start,
-                                    transformer_batch_size=transformer_batch_size)
+                                    transformer_batch_size=transformer_batch_size, guidance_scale=guidance_scale,
+                                    sub_prompt_length=sub_prompt_length)
         self._guidance_scale, self._clip_skip, self._composition = guidance_scale, clip_skip, composition
         self._joint_attention_kwargs = None
         device = self._execution_device
-        if sub_prompt_length is not None:  # given texts are encoded at their own length, the prompt at its own
-            if sub_prompts is None:
-                raise ValueError("sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
-            check_max_sequence_length(sub_prompt_length, "sub_prompt_length")
-            max_sequence_length = sub_prompt_length
-        if negative_every > 1 and not self.do_classifier_free_guidance:
-            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
+        max_sequence_length = sub_prompt_length or max_sequence_length  # given texts at their own T5 length
 
         # 2-3. Sub-prompt embeddings (G, K, B, S, D), pooled (G, B, P) or (G, K, B, P), the components' mask (K, B)
         embeds, pooled, mask = self._embeds(prompt, negative_prompt, prompt_encoding, negative_prompt_encoding,
@@ -532,7 +537,7 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             if prompt_encoding is None:
                 if prompt is None:
                     raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
-                unconditional = guidance_scale > 1 or composition == "sum"
+                unconditional = self.needs_unconditional(guidance_scale, composition)
                 prompt_encoding, negative_prompt_encoding = self.encode(
                     prompt, negative_prompt, unconditional, num_images_per_prompt, max_sequence_length, clip_skip)
             K, B = self.decomposer.config.num_components, prompt_encoding.t5_embeds.shape[0]

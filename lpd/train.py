@@ -30,9 +30,10 @@ from .cache import CACHE_SETTINGS, EncodingCache, build_encoding_cache
 from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
-from .decomposer import (COMPONENT_CLIPS, COMPOSITIONS, DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs,
+from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs,
                             load_decomposer)
-from .pipeline import PromptDecomposePipeline, compile_blocks, load_pipeline, predict_components, sub_prompts
+from .pipeline import (PromptDecomposePipeline, compile_blocks, compose_noise_pred, load_pipeline,
+                          predict_components, sub_prompts)
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
@@ -336,15 +337,15 @@ def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: to
     if component_clip == "empty":  # T5-only components
         clip, pooled = empty.clip_embeds.expand_as(clip), empty.pooled_embeds.expand_as(pooled)
     embeds = sub_prompts(parts, clip.to(dtype))[None]  # (1, K, B, S, D)
-    pred = predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])[0]  # (K, B, C, h, w)
+    pred = predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])  # (1, K, B, C, h, w)
     if composition != "sum":
-        return pred.mean(dim=0)
-    with torch.no_grad():  # the sum rule at guidance 1: v_u + sum_k (v_k - v_u); v_u does not depend on the decomposer
+        return compose_noise_pred(pred)  # the mean
+    with torch.no_grad():  # the sum rule at guidance 1 needs v_u, which does not depend on the decomposer
         B = noisy.shape[0]
         uncond = torch.cat([empty.clip_embeds, empty.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
         v_u = transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
                           pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
-    return v_u + (pred - v_u).sum(dim=0)
+    return compose_noise_pred(torch.cat([v_u.expand_as(pred), pred]), 1.0, composition="sum")
 
 def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, captions: list[str],
                   generator: torch.Generator | None = None) -> dict:
@@ -458,7 +459,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
     check_max_sequence_length(cfg.max_sequence_length, "--token_length")
-    for name, allowed in (("component_clip", COMPONENT_CLIPS), ("composition", COMPOSITIONS)):
+    for name, allowed in (("component_clip", DECOMPOSER_CLIPS), ("composition", COMPOSITIONS)):
         if getattr(cfg, name) not in (None, *allowed):
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.use_8bit_adam and cfg.use_adafactor:
