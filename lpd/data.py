@@ -106,6 +106,7 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
         path_column: str = "path",
         source_column: str = "source",
         image_column: str = "image",  # used when a row carries the image itself
+        truth_column: str = "scene",  # passed through as the sample's `truth` (the shapes world's scene JSON)
         skip_missing_images: bool = True,  # False: a missing image raises
         shuffle: bool = True,
         seed: int = 0,
@@ -117,7 +118,7 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
         keep = {s.strip().lower() for s in (source_filter or "").split(",") if s.strip()}
         self.sources = None if not keep or keep == {"*"} else keep
         self.caption_column, self.path_column = caption_column, path_column
-        self.source_column, self.image_column = source_column, image_column
+        self.source_column, self.image_column, self.truth_column = source_column, image_column, truth_column
         self.skip_missing_images = skip_missing_images
         self.process_index, self.num_processes = process_index, num_processes
         self.epoch = 0
@@ -186,18 +187,19 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
                 skipped += 1
                 continue
             pixels = image_to_tensor(image, self.resolution, self.center_crop, rng)
-            yield {"pixel_values": pixels, "caption": caption, "key": self._image_key(row, image), "skipped": skipped}
+            yield {"pixel_values": pixels, "caption": caption, "key": self._image_key(row, image),
+                   "truth": row.get(self.truth_column), "skipped": skipped}
             skipped = 0
         if skipped:  # skips after this worker's last sample still count
-            yield {"pixel_values": None, "caption": None, "key": None, "skipped": skipped}
+            yield {"pixel_values": None, "caption": None, "key": None, "truth": None, "skipped": skipped}
 
 # %% ../nbs/06_data.ipynb #d599a628
 def collate_captions(samples: list[dict]) -> dict:
-    "Stack images, list captions and image keys, sum skipped-row counts: `{pixel_values (B,3,R,R) | None, ...}`."
+    "Stack images; list captions, image keys, truths; sum skipped-row counts: `{pixel_values (B,3,R,R) | None, ...}`."
     real = [s for s in samples if s["pixel_values"] is not None]
     pixels = torch.stack([s["pixel_values"] for s in real]).contiguous() if real else None
     return {"pixel_values": pixels, "captions": [s["caption"] for s in real], "keys": [s["key"] for s in real],
-            "num_skipped": sum(s["skipped"] for s in samples)}
+            "truths": [s["truth"] for s in real], "num_skipped": sum(s["skipped"] for s in samples)}
 
 # %% ../nbs/06_data.ipynb #913fc727
 class BatchStream:

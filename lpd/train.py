@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -32,16 +33,21 @@ from .checkpoints import list_checkpoints, read_state, resolve_resume, save_chec
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs,
                             load_decomposer)
+from .evaluate import shapes_eval_prompts
+from .judge import judge_row
 from .pipeline import (PromptDecomposePipeline, compile_blocks, compose_noise_pred, load_pipeline,
                           predict_components, sub_prompts)
+from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, off_diagonal, route_loss, route_texts,
+                         t5_targets, teacher_differences)
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
 __all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
            'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
-           'composite_prediction', 'training_loss', 'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate',
-           'init_trackers', 'build_optimizer', 'fit', 'cache_encodings', 'main']
+           'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
+           'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate', 'judge_heldout', 'init_trackers',
+           'build_optimizer', 'fit', 'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -146,6 +152,18 @@ class TrainConfig:
     logit_std: float = _f(1.0, "logit_normal std")
     mode_scale: float = _f(1.29, "mode scale")
     precondition_outputs: int = _f(1, "0: velocity loss; 1: x0 loss (diff); 2: kd only; 3: diff + kd")
+    # routing (lpd.routing): targets per component, beside the composite loss
+    route_targets: str = _f("none", "each component's share of the prompt: none; sentences (the caption's sentences "
+                                    "in K blocks, in order); objects (the shapes world: each object's own caption, by "
+                                    "grid cell, from the row's scene)")
+    route_weight: float = _f(1.0, "weight of the routing loss: component k's difference from the empty prompt's "
+                                  "prediction against the sum of its texts' differences (frozen teacher)")
+    route_t5_weight: float = _f(0.0, "weight of the T5-space routing loss (a linguistic warm start): component k "
+                                     "against the T5 states of its texts joined, at N tokens")
+    route_length: int = _f(64, "T5 tokens of each of the teacher's texts")
+    route_batch_size: int = _f(256, "teacher texts per transformer call")
+    diversity_weight: float = _f(0.0, "the original authors' component-diversity regularizer: squared off-diagonal "
+                                      "cosine similarity of the mean-pooled components (0.1 in their SD1.5 script)")
     # tracking and validation
     report_to: str = _f("wandb", "wandb, tensorboard, all or none")
     tracker_project_name: str = _f("lpd_sd3", "tracker project (W&B project)")
@@ -156,6 +174,8 @@ class TrainConfig:
     num_validation_images: int = _f(4, "accepted for compatibility; one composite + K components are rendered")
     validation_steps: int = _f(100, "validate every N steps (0: never)")
     validation_inference_steps: int = _f(20, "sampling steps of the validation images")
+    judge_prompts: int = _f(0, "at each validation, render this many held-out shapes-world prompts of 4-9 objects "
+                               "(training phrasings, seed 0) and log the judge's scores to judge_log.jsonl")
     log_data_ids: bool = _f(False, "each process writes the caption ids of its batches to data_ids.rank<r>.jsonl")
     push_to_hub: bool = _f(False, "not supported: upload output_dir yourself")
     hub_token: str | None = _f(None, "accepted for compatibility")
@@ -328,41 +348,76 @@ def sample_noisy_latents(frozen: Frozen, batch: dict, cfg: TrainConfig, generato
                                    cfg.logit_std, cfg.mode_scale, generator)
 
 # %% ../nbs/07_train.ipynb #83b245dc
+def component_predictions(transformer, parts: list[torch.Tensor], enc: PromptEncoding, noisy: torch.Tensor,
+                          timesteps: torch.Tensor, dtype: torch.dtype, component_clip: str | None = None,
+                          empty: PromptEncoding | None = None) -> torch.Tensor:
+    "Each sub-prompt `[CLIP ; component k]`'s velocity, the K in one batch: `(K, B, C, h, w)`."
+    clip, pooled = enc.clip_embeds, enc.pooled_embeds  # (B, 77, D), (B, P): the original's layout
+    if component_clip == "empty":  # T5-only components
+        clip, pooled = empty.clip_embeds.expand_as(clip), empty.pooled_embeds.expand_as(pooled)
+    embeds = sub_prompts(parts, clip.to(dtype))[None]  # (1, K, B, S, D)
+    return predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])[0]
+
+@torch.no_grad()
+def unconditional_prediction(transformer, empty: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
+                             dtype: torch.dtype) -> torch.Tensor:
+    "The empty prompt's velocity `v_u` (B, C, h, w): the sum rule's base and the routing targets' origin."
+    B = noisy.shape[0]
+    uncond = torch.cat([empty.clip_embeds, empty.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
+    return transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
+                       pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
+
+def compose(pred: torch.Tensor, composition: str | None, v_u: torch.Tensor | None = None) -> torch.Tensor:
+    "The composite at guidance 1 of `(K, B, C, h, w)` predictions: their mean, or `v_u` plus their differences' sum."
+    if composition != "sum":
+        return compose_noise_pred(pred[None])
+    return compose_noise_pred(torch.stack([v_u.expand_as(pred), pred]), 1.0, composition="sum")
+
 def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
                          dtype: torch.dtype, component_clip: str | None = None, composition: str | None = None,
                          empty: PromptEncoding | None = None) -> torch.Tensor:
     "The composite velocity: decompose the T5 states, K sub-prompts `[CLIP ; component]` in one batch, composed."
     parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
-    clip, pooled = enc.clip_embeds, enc.pooled_embeds  # (B, 77, D), (B, P): the original's layout
-    if component_clip == "empty":  # T5-only components
-        clip, pooled = empty.clip_embeds.expand_as(clip), empty.pooled_embeds.expand_as(pooled)
-    embeds = sub_prompts(parts, clip.to(dtype))[None]  # (1, K, B, S, D)
-    pred = predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])  # (1, K, B, C, h, w)
-    if composition != "sum":
-        return compose_noise_pred(pred)  # the mean
-    with torch.no_grad():  # the sum rule at guidance 1 needs v_u, which does not depend on the decomposer
-        B = noisy.shape[0]
-        uncond = torch.cat([empty.clip_embeds, empty.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
-        v_u = transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
-                          pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
-    return compose_noise_pred(torch.cat([v_u.expand_as(pred), pred]), 1.0, composition="sum")
+    pred = component_predictions(transformer, parts, enc, noisy, timesteps, dtype, component_clip, empty)
+    v_u = unconditional_prediction(transformer, empty, noisy, timesteps, dtype) if composition == "sum" else None
+    return compose(pred, composition, v_u)
 
+# %% ../nbs/07_train.ipynb #a1c0e5d2
 def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, captions: list[str],
                   generator: torch.Generator | None = None) -> dict:
-    "Composite flow-matching loss of one batch (`captions` already dropped out); gradients reach the decomposer only."
-    pipe = frozen.pipe
+    "The step's losses (`loss`: their sum) and the components' mean cosine `similarity`; gradients: decomposer only."
+    pipe, dtype, routed = frozen.pipe, frozen.weight_dtype, cfg.route_targets != "none"
     with torch.no_grad():
         latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch, cfg, generator)
         enc = prompt_encoding(frozen, captions, cfg, latents.device)
         teacher = None
         if cfg.precondition_outputs >= 2:  # the frozen model's own prediction with the full prompt
-            full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(frozen.weight_dtype)
+            full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype)
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
-                                       pooled_projections=enc.pooled_embeds.to(frozen.weight_dtype),
-                                       return_dict=False)[0]
-    pred = composite_prediction(pipe.transformer, decomposer, enc, noisy, timesteps, frozen.weight_dtype,
-                                cfg.component_clip, cfg.composition, frozen.empty)
-    return flow_matching_loss(pred, latents, noise, sigmas, cfg.weighting_scheme, cfg.precondition_outputs, teacher)
+                                       pooled_projections=enc.pooled_embeds.to(dtype), return_dict=False)[0]
+    parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D)
+    pred = component_predictions(pipe.transformer, parts, enc, noisy, timesteps, dtype, cfg.component_clip,
+                                 frozen.empty)  # (K, B, C, h, w)
+    v_u = None
+    if cfg.composition == "sum" or routed:
+        v_u = unconditional_prediction(pipe.transformer, frozen.empty, noisy, timesteps, dtype)
+    losses = flow_matching_loss(compose(pred, cfg.composition, v_u), latents, noise, sigmas, cfg.weighting_scheme,
+                                cfg.precondition_outputs, teacher)
+    if routed:
+        texts = route_texts(cfg.route_targets, captions, batch["truths"], len(parts), str(cfg.seed))
+        if cfg.route_weight:
+            targets = teacher_differences(pipe, texts, noisy, timesteps, v_u, frozen.empty, cfg.route_length,
+                                          cfg.route_batch_size)
+            weighting = compute_loss_weighting_for_sd3(weighting_scheme=cfg.weighting_scheme, sigmas=sigmas).float()
+            losses["route"] = cfg.route_weight * route_loss(pred - v_u, targets, sigmas.float(), weighting)
+        if cfg.route_t5_weight:
+            states = t5_targets(pipe, texts, parts[0].shape[1], latents.device)
+            losses["route_t5"] = cfg.route_t5_weight * F.mse_loss(torch.stack(parts, 1).float(), states)
+    if cfg.diversity_weight:
+        losses["diversity"] = cfg.diversity_weight * diversity_penalty(parts)
+    losses["loss"] = sum(v for k, v in losses.items() if k != "loss")
+    off = off_diagonal(component_similarity([p.detach() for p in parts]))
+    return losses | {"similarity": off.mean() if off.numel() else off.new_ones(())}
 
 # %% ../nbs/07_train.ipynb #90956ad4
 @torch.no_grad()
@@ -436,6 +491,27 @@ def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelera
                                       dataformats="NHWC")
     return folder
 
+# %% ../nbs/07_train.ipynb #c30e9ab7
+@torch.no_grad()
+def judge_heldout(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelerator, step: int,
+                  batch_size: int = 16) -> dict:
+    "The judge's mean scores on `judge_prompts` held-out shapes-world prompts, appended to `judge_log.jsonl`."
+    pipe = PromptDecomposePipeline(**{**frozen.pipe.components, "decomposer": accelerator.unwrap_model(decomposer)})
+    pipe.set_progress_bar_config(disable=True)
+    rows = shapes_eval_prompts(cfg.judge_prompts, seed=0, tokenizer=pipe.tokenizer_3, phrasing="train")  # 4-9 objects
+    scores = []
+    for start in range(0, len(rows), batch_size):  # lpd-eval's noise: seed 0 for every prompt
+        batch = rows[start : start + batch_size]
+        images = pipe([r["prompt"] for r in batch], generator=[torch.Generator("cpu").manual_seed(0) for _ in batch],
+                      num_inference_steps=cfg.validation_inference_steps, height=cfg.resolution,
+                      width=cfg.resolution, max_sequence_length=cfg.max_sequence_length).images
+        scores += [judge_row(image, r) for image, r in zip(images, batch)]
+    means = {f"judge_{k}": float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    accelerator.log(means, step=step)
+    with (Path(cfg.output_dir) / "judge_log.jsonl").open("a") as f:
+        f.write(json.dumps({"step": step, "prompts": len(rows), **means}) + "\n")
+    return means
+
 # %% ../nbs/07_train.ipynb #420fec63
 def init_trackers(accelerator: Accelerator, cfg: TrainConfig) -> None:
     "Start W&B / TensorBoard with the full config (W&B files under output_dir; WANDB_MODE=offline works)."
@@ -462,6 +538,15 @@ def _check_config(cfg: TrainConfig) -> None:
     for name, allowed in (("component_clip", DECOMPOSER_CLIPS), ("composition", COMPOSITIONS)):
         if getattr(cfg, name) not in (None, *allowed):
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if cfg.route_targets not in ROUTE_TARGETS:
+        raise ValueError(f"--route_targets must be one of {', '.join(ROUTE_TARGETS)}, got {cfg.route_targets!r}")
+    if cfg.route_targets != "none" and cfg.encoding_cache:
+        raise ValueError(f"--route_targets {cfg.route_targets} encodes its teacher's texts with T5 at every step; an "
+                         "--encoding_cache holds no T5 encoder: train without --encoding_cache")
+    check_max_sequence_length(cfg.route_length, "--route_length")
+    for name in ("route_weight", "route_t5_weight", "diversity_weight", "judge_prompts"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.use_8bit_adam and cfg.use_adafactor:
         raise ValueError("--use_8bit_adam and --use_adafactor name two optimizers: choose one")
     if cfg.encoding_cache and cfg.validation_steps:
@@ -517,7 +602,7 @@ def fit(cfg: TrainConfig) -> dict:
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
     cfg = dataclasses.replace(cfg, component_clip=decomposer.config.component_clip,  # resolved: the log says what ran
                               composition=decomposer.config.composition)
-    if cfg.component_clip == "empty" or cfg.composition == "sum":
+    if cfg.component_clip == "empty" or cfg.composition == "sum" or cfg.route_targets != "none":
         frozen.empty = empty_condition(frozen, decomposer.config.num_tokens, cfg.composition, accelerator.device)
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
@@ -597,6 +682,8 @@ def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, s
             save_checkpoint(accelerator, decomposer, cfg.output_dir, step, dict(state), cfg.checkpoints_total_limit)
         if cfg.validation_steps and step % cfg.validation_steps == 0 and accelerator.is_main_process:
             validate(frozen, decomposer, cfg, accelerator, step)
+            if cfg.judge_prompts:
+                judge_heldout(frozen, decomposer, cfg, accelerator, step)
     bar.close()
     return history
 

@@ -23,6 +23,10 @@
 #                     and training (n4-open: K 4, T5-only components, sum rule, STEPS=500) then its rows, and every
 #                     row of ROWS in the training phrasings (3 seeds) and the main ones in the eval phrasings (1 seed),
 #                     split and oracle sub-prompts at SUBLEN=64 T5 tokens
+# Issue 27, decomposers taught to route (lpd.routing), on the open-world toy; K 4 / 9, T5-only components, sum rule:
+#   route [NAME...]   the decomposers' data (OPEN_SCENES=10000), then the named runs of ROUTES in parallel (STEPS=400,
+#                     held-out judging of 32 prompts every 100 steps), each followed by its row (training phrasings,
+#                     SEEDS=0,1,2); default: every run of ROUTES
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
@@ -30,7 +34,7 @@ RUN=runs/toy-study
 MODEL=${MODEL:-data/toy-sd3}
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|route [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)
@@ -52,7 +56,26 @@ declare -A ROWS=(  # name -> lpd-eval flags; split and oracle rows compose T5-on
   [objects-mean]="--baseline oracle_objects --composition mean" [pairs]="--baseline oracle_pairs"
   [pairs-prompt-mean]="--baseline oracle_pairs --component_clip prompt --composition mean")
 
+declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unless said)
+  [r4-objects]="--route_targets objects --route_weight 10" [r4-objects-w1]="--route_targets objects"
+  [r9-objects]="--num_components 9 --route_targets objects --route_weight 10"
+  [r4-sentences]="--route_targets sentences --route_weight 10" [d4-diversity]="--diversity_weight 0.1"
+  [r9-objects-t5]="--num_components 9 --route_targets objects --route_weight 10 --route_t5_weight 1"
+  [r9-t5]="--num_components 9 --route_targets objects --route_weight 0 --route_t5_weight 1"
+  [r4-sentences-t5]="--route_targets sentences --route_weight 10 --route_t5_weight 1")
+
 case "$stage" in
+route)
+  mkdir -p $RUN/eval
+  [ -f runs/shapes-long6/captions.jsonl ] || SCENES=${OPEN_SCENES:-10000} bash $0 data > $RUN/data.log 2>&1
+  names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${!ROUTES[@]}")
+  for name in "${names[@]}"; do
+    (bash $0 train "$name" --component_clip empty --composition sum ${ROUTES[$name]:?unknown run $name} \
+       --max_train_steps ${STEPS:-400} --checkpointing_steps 200 --validation_steps 100 --judge_prompts 32 \
+       > $RUN/$name.log 2>&1 && one "$name" train ${SEEDS:-0,1,2} --decomposer_ckpt $RUN/$name) &
+  done
+  wait
+  ;;
 toy_open)
   exec $PY -m lpd.toy sd3 data/profiles/toy_sd3_open.yaml "$@"
   ;;
