@@ -29,7 +29,9 @@ from .pipeline import (SPLIT_SETTINGS, PromptDecomposePipeline, TransformerGraph
                           fuse_qkv)
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
-from .train import TrainConfig, build_optimizer, composite_prediction, flow_matching_loss
+from .routing import route_loss, summed_differences
+from .train import (TrainConfig, build_optimizer, component_predictions, compose, composite_prediction,
+                       flow_matching_loss, unconditional_prediction)
 
 # %% auto #0
 __all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
@@ -142,6 +144,10 @@ TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient check
     "adamw": ({}, False),
     "adamw+checkpointing": ({}, True),
     "adafactor+checkpointing": ({"use_adafactor": True}, True),
+    # issue 27's routed training: T5-only components, sum rule, and the teacher's pass per sentence (SENTENCES of them
+    # at 64 T5 tokens, no gradient) for per-component targets; encodings given, the teacher's T5 too
+    "routed": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, False),
+    "routed+checkpointing": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, True),
 }
 
 def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "adamw"):
@@ -158,11 +164,26 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     latents = torch.randn(batch, tf.config.in_channels, side, side, device=device, dtype=dtype)
     noise, sigmas = torch.randn_like(latents), torch.full((batch, 1, 1, 1), 0.5, device=device, dtype=dtype)
     timesteps = torch.full((batch,), 500.0, device=device)
+    if settings.get("route_targets"):
+        K, L = dec.config.num_components, SPLIT_SETTINGS["sub_prompt_length"]
+        empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1, : dec.config.num_tokens],
+                               t5_mask=enc.t5_mask[:1, : dec.config.num_tokens], pooled_embeds=enc.pooled_embeds[:1])
+        states = torch.randn(batch * SENTENCES, L, D, device=device, dtype=dtype)  # each sentence's T5 states
+        block = torch.arange(SENTENCES) * K // SENTENCES  # the sentences in K blocks, in order
+        owners = torch.stack([torch.arange(batch).repeat_interleave(SENTENCES), block.repeat(batch)], 1).to(device)
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             noisy = (1 - sigmas) * latents + sigmas * noise
-            pred = composite_prediction(tf, dec, enc, noisy, timesteps, dtype)
-            loss = flow_matching_loss(pred, latents, noise, sigmas)["loss"]
+            if settings.get("route_targets"):
+                pred = component_predictions(tf, dec(enc.t5_embeds, enc.t5_mask), enc, noisy, timesteps, dtype,
+                                             "empty", empty)
+                v_u = unconditional_prediction(tf, empty, noisy, timesteps, dtype)
+                targets = summed_differences(tf, states, owners, noisy, timesteps, v_u, empty, K)
+                loss = (flow_matching_loss(compose(pred, "sum", v_u), latents, noise, sigmas)["loss"]
+                        + route_loss(pred - v_u, targets, sigmas.float()))
+            else:
+                pred = composite_prediction(tf, dec, enc, noisy, timesteps, dtype)
+                loss = flow_matching_loss(pred, latents, noise, sigmas)["loss"]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
