@@ -144,6 +144,7 @@ def original_checkpoint(tiny_dir, folder, seed=0):
     return folder
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_section_7_command_renders_what_the_original_renders(tiny_dir, tmp_path):
     """The seed README's section 7 command, as written (paths to the tiny SD3, CPU/fp32), on a checkpoint folder the
     original wrote: lpd-infer's composite is the original's loop's composite (same noise), and 4 components."""

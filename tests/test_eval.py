@@ -84,6 +84,7 @@ def test_shapes_dataset_trains_unchanged(tmp_path, tiny_dir):
     assert shapes_main([str(data), "--num_scenes", "1", "--holdout", "star:red"]) == 2
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_compiled_blocks_render_what_eager_renders(tmp_path, tiny_dir):
     "`--compile` compiles the transformer's blocks (regional compilation), a speed option: the images stay the same."
     import numpy as np

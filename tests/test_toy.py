@@ -40,6 +40,7 @@ def _tiny_run(out, steps):
     return torch.load(out / CHECKPOINT_NAME, weights_only=False)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_a_resumed_toy_run_equals_an_uninterrupted_one(tmp_path):
     straight = _tiny_run(tmp_path / "straight", 4)
     _tiny_run(tmp_path / "pieces", 2)
@@ -56,6 +57,7 @@ def test_a_resumed_toy_run_equals_an_uninterrupted_one(tmp_path):
 TOY = repo_root() / "data" / "toy-sd3"
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
     """The toy SD3 (stage 2, `python -m lpd.toy sd3 data/profiles/toy_sd3.yaml`), loaded as an SD3.5 folder is,
     draws held-out 1-3-object scenes from the training phrasings so that the judge finds them (untrained: ~0.1)."""
@@ -69,6 +71,7 @@ def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
     assert all(f.stat().st_size < 16 * 2**20 for f in TOY.rglob("*") if f.is_file())
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_embedded_default_is_the_toy_with_its_trained_decomposer():
     """What `lpd-infer`/`lpd-eval`/`load_pipeline` use with no model: the toy SD3 folder, its decomposer (trained by
     `lpd-train` on long captions, reports/toy-study) registered in model_index.json and loaded by diffusers'
