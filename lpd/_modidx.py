@@ -353,4 +353,5 @@ d = { 'settings': { 'branch': 'main',
                            'lpd.train.training_loss': ('train.html#training_loss', 'lpd/train.py'),
                            'lpd.train.training_scheduler': ('train.html#training_scheduler', 'lpd/train.py'),
                            'lpd.train.unconditional_prediction': ('train.html#unconditional_prediction', 'lpd/train.py'),
-                           'lpd.train.validate': ('train.html#validate', 'lpd/train.py')}}}
+                           'lpd.train.validate': ('train.html#validate', 'lpd/train.py'),
+                           'lpd.train.validation_pipeline': ('train.html#validation_pipeline', 'lpd/train.py')}}}

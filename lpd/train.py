@@ -46,8 +46,8 @@ __all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig',
            'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
            'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
-           'heldout_loss', 'caption_dataset', 'build_dataloader', 'validate', 'judge_heldout', 'init_trackers',
-           'build_optimizer', 'fit', 'cache_encodings', 'main']
+           'heldout_loss', 'caption_dataset', 'build_dataloader', 'validation_pipeline', 'validate', 'judge_heldout',
+           'init_trackers', 'build_optimizer', 'fit', 'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -466,12 +466,16 @@ def _no_rows_message(cfg: TrainConfig, num_skipped: int) -> str:
     return f"no training rows left after --source_filter {cfg.source_filter!r} (dataset {cfg.dataset_name})"
 
 # %% ../nbs/07_train.ipynb #1fdcb2d1
+def validation_pipeline(frozen: Frozen, decomposer, accelerator: Accelerator) -> PromptDecomposePipeline:
+    "A pipeline over the frozen modules and this decomposer (nothing of `frozen.pipe` is swapped), without a bar."
+    pipe = PromptDecomposePipeline(**{**frozen.pipe.components, "decomposer": accelerator.unwrap_model(decomposer)})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
 @torch.no_grad()
 def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelerator, step: int) -> Path:
     "Render the validation prompt (composite + components), save the PNGs and log them to the trackers."
-    # a pipeline over the frozen modules and this decomposer: nothing of frozen.pipe is swapped
-    pipe = PromptDecomposePipeline(**{**frozen.pipe.components, "decomposer": accelerator.unwrap_model(decomposer)})
-    pipe.set_progress_bar_config(disable=True)
+    pipe = validation_pipeline(frozen, decomposer, accelerator)
     out = pipe.decompose(cfg.validation_prompt, generator=torch.Generator("cpu").manual_seed(cfg.seed or 0),
                          num_inference_steps=cfg.validation_inference_steps, height=cfg.resolution,
                          width=cfg.resolution, max_sequence_length=cfg.max_sequence_length)
@@ -496,8 +500,7 @@ def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelera
 def judge_heldout(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelerator, step: int,
                   batch_size: int = 16) -> dict:
     "The judge's mean scores on `judge_prompts` held-out shapes-world prompts, appended to `judge_log.jsonl`."
-    pipe = PromptDecomposePipeline(**{**frozen.pipe.components, "decomposer": accelerator.unwrap_model(decomposer)})
-    pipe.set_progress_bar_config(disable=True)
+    pipe = validation_pipeline(frozen, decomposer, accelerator)
     rows = shapes_eval_prompts(cfg.judge_prompts, seed=0, tokenizer=pipe.tokenizer_3, phrasing="train")  # 4-9 objects
     scores = []
     for start in range(0, len(rows), batch_size):  # lpd-eval's noise: seed 0 for every prompt
