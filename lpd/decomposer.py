@@ -20,7 +20,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'DECOMPOSER_CLIPS', 'DECOMPOSER_FLAGS', 'SquaredReLU',
-           'PerceiverAttentionBlock', 'PerceiverResampler', 'PromptDecomposer', 'decomposer_kwargs', 'load_decomposer']
+           'PerceiverAttentionBlock', 'PerceiverResampler', 'TokenContext', 'PromptDecomposer', 'decomposer_kwargs',
+           'load_decomposer']
 
 # %% ../nbs/01_decomposer.ipynb #ddbfccdf
 class SquaredReLU(nn.Module):
@@ -84,6 +85,25 @@ class PerceiverResampler(nn.Module):
             maps.append(weights)
         return x.view(B, K, N, D), maps
 
+# %% ../nbs/01_decomposer.ipynb #8b543c4c
+class TokenContext(nn.Module):
+    "Each T5 token sees its neighbours before the latents read it: two 1-D convolutions over the tokens, residual."
+
+    def __init__(self, width: int, kernel: int):
+        super().__init__()
+        self.conv_1 = nn.Conv1d(width, width, kernel, padding=kernel // 2)
+        self.act = nn.GELU()
+        self.conv_2 = nn.Conv1d(width, width, kernel, padding=kernel // 2)
+
+    def forward(
+        self,
+        text: torch.Tensor,  # (B, T, D)
+        text_mask: torch.Tensor | None = None,  # (B, T), 1 = real token: padding is zeroed before each convolution
+    ) -> torch.Tensor:
+        keep = (lambda h: h) if text_mask is None else (lambda h: h * text_mask[:, None].to(h.dtype))  # h: (B, D, T)
+        h = self.act(self.conv_1(keep(text.transpose(1, 2))))
+        return text + self.conv_2(keep(h)).transpose(1, 2)
+
 # %% ../nbs/01_decomposer.ipynb #acc451b0
 WEIGHTS_NAME = "model.safetensors"  # the original's checkpoint file name
 CONFIG_NAME = "config.json"
@@ -114,6 +134,7 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         use_attention_mask: bool = False,  # mask T5 padding (the original attends to it)
         component_clip: str = "prompt",  # what each sub-prompt carries besides its tokens: the prompt's CLIP, or ""'s
         composition: str = "mean",  # how the pipeline composes the components: "mean" (the original) or "sum"
+        context_kernel: int = 0,  # > 0: a TokenContext of this odd kernel before the resampler; 0: none (the original)
     ):
         super().__init__()
         for name, value in dict(num_components=num_components, num_tokens=num_tokens, width=width,
@@ -124,11 +145,16 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
                                      ("composition", composition, COMPOSITIONS)):
             if value not in allowed:
                 raise ValueError(f"PromptDecomposer: {name} must be one of {allowed}, got {value!r}")
+        if not isinstance(context_kernel, int) or context_kernel < 0 or (context_kernel and context_kernel % 2 == 0):
+            raise ValueError(f"PromptDecomposer: context_kernel must be 0 or an odd positive integer, "
+                             f"got {context_kernel!r}")
         if width % num_heads:
             raise ValueError(f"PromptDecomposer: width {width} is not divisible by num_heads {num_heads}")
         # the original's module path (TextDecomposer.mask_head.connector), so state dicts match key for key
         self.mask_head = nn.ModuleDict(
             {"connector": PerceiverResampler(num_components, num_tokens, width, num_heads, num_layers)})
+        if context_kernel:  # lpd's option; without it the state dict is the original's, key for key
+            self.mask_head["context"] = TokenContext(width, context_kernel)
 
     def _run(self, text_embeds, attention_mask, need_weights=False):
         if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.config.width:
@@ -138,7 +164,10 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         if mask is not None and mask.shape != text_embeds.shape[:2]:
             raise ValueError(f"attention_mask {tuple(mask.shape)} does not match text_embeds "
                              f"{tuple(text_embeds.shape)}")
-        return self.mask_head.connector(text_embeds.to(self.dtype), mask, need_weights)
+        text = text_embeds.to(self.dtype)
+        if "context" in self.mask_head:
+            text = self.mask_head.context(text, mask)
+        return self.mask_head.connector(text, mask, need_weights)
 
     def forward(
         self,
@@ -239,7 +268,9 @@ def _hyperparameters_from_state(state: dict[str, torch.Tensor], source: Path) ->
         raise ValueError(f"not a prompt decomposer checkpoint: {source} has no tensor '{LATENTS_KEY}'{hint}")
     K, N, D = state[LATENTS_KEY].shape
     blocks = {k.split(".")[3] for k in state if k.startswith("mask_head.connector.perceiver_blocks.")}
-    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks))
+    context = state.get("mask_head.context.conv_1.weight")  # (D, D, kernel), lpd's option
+    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks),
+                context_kernel=0 if context is None else context.shape[-1])
 
 # %% ../nbs/01_decomposer.ipynb #2d500049
 def _check_agree(found: dict, source: str, expected: dict) -> None:
@@ -253,7 +284,7 @@ def _check_agree(found: dict, source: str, expected: dict) -> None:
 DECOMPOSER_FLAGS = {  # the original's flag (and lpd's decomposer_attention_mask) -> PromptDecomposer field
     "num_components": "num_components", "num_tokens": "num_tokens", "decomposer_width": "width",
     "decomposer_heads": "num_heads", "decomposer_layers": "num_layers",
-    "decomposer_attention_mask": "use_attention_mask",
+    "decomposer_attention_mask": "use_attention_mask", "decomposer_context_kernel": "context_kernel",
 }
 
 def decomposer_kwargs(text_dim: int, **flags) -> dict:

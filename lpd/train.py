@@ -86,6 +86,9 @@ class TrainConfig:
     decomposer_heads: int = _f(32, "attention heads")
     decomposer_layers: int = _f(6, "Perceiver blocks")
     decomposer_attention_mask: bool = _f(False, "mask T5 padding in the decomposer (the method does not)")
+    decomposer_context_kernel: int = _f(0, "lpd's token context: two 1-D convolutions of this odd kernel over the T5 "
+                                           "tokens before the resampler, so a component can gather a sentence "
+                                           "(0: none, the original)")
     component_clip: str | None = _f(None, "what each sub-prompt carries besides its tokens: prompt (the whole "
                                           "prompt's CLIP states and pooled vector, the original's) or empty (the "
                                           "empty prompt's: T5-only components); default: --ckpt's, else prompt")

@@ -7,7 +7,9 @@ trained on the first 2,000 (MSE, AdamW, batch 16) and scored every 50 steps on t
 accuracy, how often a component with an object is closer to its own target than to the prompt's other objects'
 targets (chance ~0.26).
 
-    python nbs/experiments/route_probe.py VARIANT STEPS [--out FILE.jsonl]    # VARIANT: base, h4, h4m, h4m-lr1e3, h32m
+    python nbs/experiments/route_probe.py VARIANT STEPS [--out FILE.jsonl]
+
+VARIANT: base, h4, h4m, h4m-lr1e3, h32m, ctx, conv (the last two: a text context before the decomposer).
 """
 import argparse
 import json
@@ -26,7 +28,37 @@ from lpd.text import encode_long_prompt
 K, N, L, TEXT = 9, 32, 512, 192
 VARIANTS = {"base": dict(heads=32, mask=False, lr=3e-4), "h4": dict(heads=4, mask=False, lr=3e-4),
             "h4m": dict(heads=4, mask=True, lr=3e-4), "h4m-lr1e3": dict(heads=4, mask=True, lr=1e-3),
-            "h32m": dict(heads=32, mask=True, lr=3e-4)}
+            "h32m": dict(heads=32, mask=True, lr=3e-4),
+            "ctx": dict(heads=4, mask=True, lr=1e-3, context="attention"),
+            "conv": dict(heads=4, mask=True, lr=1e-3, context="conv")}
+
+class TextContext(torch.nn.Module):
+    "Each text token sees its neighbours first: learned positions + 2 self-attention layers, or 2 convolutions."
+
+    def __init__(self, kind: str, width: int = 128, length: int = TEXT):
+        super().__init__()
+        self.kind = kind
+        if kind == "attention":
+            self.pos = torch.nn.Parameter(torch.zeros(length, width))
+            layer = torch.nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True,
+                                                     norm_first=True)
+            self.layers = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        else:
+            self.layers = torch.nn.Sequential(torch.nn.Conv1d(width, width, 9, padding=4), torch.nn.GELU(),
+                                              torch.nn.Conv1d(width, width, 9, padding=4))
+
+    def forward(self, x, mask):
+        if self.kind == "attention":
+            return self.layers(x + self.pos[: x.shape[1]], src_key_padding_mask=~mask.bool())
+        return x + self.layers((x * mask[..., None]).transpose(1, 2)).transpose(1, 2)
+
+class WithContext(torch.nn.Module):
+    def __init__(self, context, dec):
+        super().__init__()
+        self.context, self.dec = context, dec
+
+    def forward(self, x, mask):
+        return self.dec(self.context(x, mask), mask)
 
 def probe_data(cache: Path) -> dict:
     "T5 states of the captions (first TEXT tokens), their masks, the K targets and which components have an object."
@@ -78,6 +110,8 @@ def main():
     torch.manual_seed(0)
     dec = PromptDecomposer(num_components=K, num_tokens=N, width=128, num_heads=c["heads"], num_layers=6,
                            use_attention_mask=c["mask"])
+    if "context" in c:
+        dec = WithContext(TextContext(c["context"]), dec)
     opt = torch.optim.AdamW(dec.parameters(), lr=c["lr"], weight_decay=0)
     g, t0 = torch.Generator().manual_seed(0), time.time()
     mse, acc = score(dec, *held)

@@ -54,15 +54,31 @@ declare -A ROWS=(  # name -> lpd-eval flags; split and oracle rows compose T5-on
   [sentences-prompt-mean]="--baseline split --component_clip prompt --composition mean"
   [objects]="--baseline oracle_objects" [objects-prompt]="--baseline oracle_objects --component_clip prompt"
   [objects-mean]="--baseline oracle_objects --composition mean" [pairs]="--baseline oracle_pairs"
-  [pairs-prompt-mean]="--baseline oracle_pairs --component_clip prompt --composition mean")
+  [pairs-prompt-mean]="--baseline oracle_pairs --component_clip prompt --composition mean"
+  [whole-t5]="--baseline split --split_components 1" [whole-t5-w1]="--baseline split --split_components 1 --guidance_scale 1")
 
+WIDE="--decomposer_heads 4 --decomposer_attention_mask --learning_rate 1e-3"
 declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unless said)
   [r4-objects]="--route_targets objects --route_weight 10" [r4-objects-w1]="--route_targets objects"
   [r9-objects]="--num_components 9 --route_targets objects --route_weight 10"
   [r4-sentences]="--route_targets sentences --route_weight 10" [d4-diversity]="--diversity_weight 0.1"
   [r9-objects-t5]="--num_components 9 --route_targets objects --route_weight 10 --route_t5_weight 1"
   [r9-t5]="--num_components 9 --route_targets objects --route_weight 0 --route_t5_weight 1"
-  [r4-sentences-t5]="--route_targets sentences --route_weight 10 --route_t5_weight 1")
+  [r4-sentences-t5]="--route_targets sentences --route_weight 10 --route_t5_weight 1"
+  # wide heads (4 of 32 dimensions instead of 32 of 4), T5 padding masked, 1e-3: what the CPU probe found to split
+  [w4-composite]="$WIDE" [w4-objects]="$WIDE --route_targets objects --route_weight 10"
+  [w9-objects]="$WIDE --num_components 9 --route_targets objects --route_weight 10"
+  [w9-t5]="$WIDE --num_components 9 --route_targets objects --route_weight 0 --route_t5_weight 1"
+  [w9-t5-objects]="$WIDE --num_components 9 --route_targets objects --route_weight 10 --ckpt $RUN/w9-t5"
+  [w9-objects-more]="$WIDE --num_components 9 --route_targets objects --route_weight 10 --ckpt $RUN/w9-objects"
+  [w4-sentences]="$WIDE --route_targets sentences --route_weight 10"
+  # + lpd's token context (two convolutions of 9 over the T5 tokens): 0.80 routing accuracy in the probe
+  [c4-composite]="$WIDE --decomposer_context_kernel 9"
+  [c9-objects]="$WIDE --decomposer_context_kernel 9 --num_components 9 --route_targets objects --route_weight 10"
+  [c9-both]="$WIDE --decomposer_context_kernel 9 --num_components 9 --route_targets objects --route_weight 10
+             --route_t5_weight 1"
+  [c9-t5]="$WIDE --decomposer_context_kernel 9 --num_components 9 --route_targets objects --route_weight 0
+           --route_t5_weight 1")
 
 case "$stage" in
 route)
