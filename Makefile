@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 DEMO_DIR ?= reports/demo
 
-.PHONY: env demo test check-sync readme clean-env
+.PHONY: env demo lab test check-sync readme clean-env
 env: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -24,6 +24,10 @@ demo: env
 	$(BIN)/lpd-infer --prompt_file data/prompts/shapes_prompts.jsonl --prompt_id shapes_six \
 	  --output_dir $(DEMO_DIR) --save_decompose --contact_sheet --compare --seed 0
 	@echo "demo: composite, components and contact sheet in $(DEMO_DIR)/"
+
+# the explorer (nbs/explore.ipynb) in JupyterLab, on the project's kernel
+lab: env
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) nbs/explore.ipynb
 
 test: env check-sync
 	$(BIN)/ruff check nbs tests .ci

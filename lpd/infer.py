@@ -18,7 +18,7 @@ from diffusers import StableDiffusion3Pipeline
 
 from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
                           model_facts, text_composer)
-from .text import check_max_sequence_length, read_prompts, split_components, split_sentences
+from .text import check_max_sequence_length, check_prompt, read_prompts, split_components, split_sentences
 
 # %% auto #0
 __all__ = ['ORIGINAL_SIZE', 'build_parser', 'render_size', 'run', 'main']
@@ -77,13 +77,13 @@ def _read_prompt(args) -> str:
     if (args.prompt is None) == (args.prompt_file is None):
         raise ValueError("give exactly one of --prompt and --prompt_file")
     if args.prompt_file is None:
-        return args.prompt
+        return check_prompt(args.prompt)
     rows = read_prompts(args.prompt_file)
     row = next((r for r in rows if args.prompt_id in (None, r["id"])), None)
     if row is None:
         raise ValueError(f"--prompt_id {args.prompt_id!r} not in {args.prompt_file} "
                          f"(ids: {', '.join(r['id'] for r in rows[:10])}{' ...' if len(rows) > 10 else ''})")
-    return row["prompt"]
+    return check_prompt(row["prompt"])
 
 # %% ../nbs/05_infer.ipynb #0e432c68
 def _check_args(args, facts: dict) -> None:

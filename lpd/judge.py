@@ -16,10 +16,10 @@ import PIL.ImageFilter
 import scipy.stats
 from scipy import ndimage
 
-from .shapes import BACKGROUNDS, COLOURS, SHAPES, SIZE_SCALE, Scene, ShapeObject
+from .shapes import BACKGROUNDS, COLOURS, COLS, ROWS, SHAPES, SIZE_SCALE, Scene, ShapeObject
 
 # %% auto #0
-__all__ = ['MAX_COLOUR_DISTANCE', 'METRICS', 'DEGRADATIONS', 'CORRUPTIONS', 'Found', 'classify_shape', 'read_scene',
+__all__ = ['MAX_COLOUR_DISTANCE', 'METRICS', 'DEGRADATIONS', 'CORRUPTIONS', 'Found', 'classify_shape', 'read_scene', 'key_facts',
            'score_prompt', 'judge', 'judge_row', 'degrade', 'corrupt', 'bootstrap_ci', 'aggregate']
 
 # %% ../nbs/09_judge.ipynb #2254458a
@@ -108,34 +108,43 @@ def _at_cell(found: list[Found], row: int, col: int) -> Found | None:
 # %% ../nbs/09_judge.ipynb #2a551003
 METRICS = ("presence", "attributes", "location", "scene", "spatial")
 
-def score_prompt(
+def key_facts(
     scene: Scene,  # the truth the prompt describes
     relations: list[tuple[str, str, str]],  # stated relations: (kind, name_a, name_b), kind "left" or "above"
     background: str,  # what read_scene found
     found: list[Found],
-) -> dict[str, float]:
-    "DetailMaster-style scores in [0, 1] for one prompt (`spatial` is NaN when the prompt states no relation)."
+) -> list[dict]:
+    "Each statement of the prompt, checked: `{fact, metric, ok}`, the metric being the one it counts towards."
     truth = scene.objects
     matched = _match(truth, found)
-    shape_ok, colour_ok, size_ok = [], [], []
+    facts = []
+    def add(metric, fact, ok):
+        facts.append({"fact": fact, "metric": metric, "ok": bool(ok)})
     for i, o in enumerate(truth):
-        here = _at_cell(found, o.row, o.col)
-        shape_ok.append(here is not None and here.shape == o.shape)
-        colour_ok.append(here is not None and here.colour == o.colour)
-        size_ok.append(i in matched and matched[i].size == o.size)
+        here, cell = _at_cell(found, o.row, o.col), f"{ROWS[o.row]} {COLS[o.col]}"
+        add("presence", f"{o.size} {o.name}", i in matched)
+        add("attributes", f"{o.shape} at {cell}", here is not None and here.shape == o.shape)
+        add("attributes", f"{o.colour} at {cell}", here is not None and here.colour == o.colour)
+        add("attributes", f"{o.name} is {o.size}", i in matched and matched[i].size == o.size)
+        add("location", f"{o.name} at {cell}", i in matched and (matched[i].row, matched[i].col) == (o.row, o.col))
+    add("scene", f"{scene.background} background", background == scene.background)
     by_name = {o.name: matched.get(i) for i, o in enumerate(truth)}
-    holds = []
     for kind, a, b in relations:
         fa, fb = by_name.get(a), by_name.get(b)
-        holds.append(fa is not None and fb is not None and (fa.cx < fb.cx if kind == "left" else fa.cy < fb.cy))
-    return {
-        "presence": len(matched) / len(truth),
-        "attributes": float(np.mean(shape_ok + colour_ok + size_ok)),
-        "location": float(np.mean([i in matched and (matched[i].row, matched[i].col) == (o.row, o.col)
-                                   for i, o in enumerate(truth)])),
-        "scene": float(background == scene.background),
-        "spatial": float(np.mean(holds)) if holds else float("nan"),
-    }
+        add("spatial", f"{a} {'left of' if kind == 'left' else 'above'} {b}",
+            fa is not None and fb is not None and (fa.cx < fb.cx if kind == "left" else fa.cy < fb.cy))
+    return facts
+
+def score_prompt(
+    scene: Scene,
+    relations: list[tuple[str, str, str]],
+    background: str,
+    found: list[Found],
+) -> dict[str, float]:
+    "DetailMaster-style scores in [0, 1]: the share of the prompt's key facts that hold, per metric (NaN: none)."
+    facts = key_facts(scene, relations, background, found)
+    return {m: float(np.mean([f["ok"] for f in facts if f["metric"] == m]))
+            if any(f["metric"] == m for f in facts) else float("nan") for m in METRICS}
 
 # %% ../nbs/09_judge.ipynb #36ebcd2e
 def judge(image: PIL.Image.Image, scene: Scene, relations: list[tuple[str, str, str]]) -> dict[str, float]:

@@ -13,13 +13,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import PIL.Image
 import torch
 
 from .analysis import analyse_decomposition
 from .core import repo_root, save_json
 
 # %% auto #0
-__all__ = ['run_id', 'prepare_run_dir', 'env_info', 'save_params', 'resolve_path', 'save_decomposition', 'run_template']
+__all__ = ['run_id', 'prepare_run_dir', 'env_info', 'save_params', 'resolve_path', 'save_decomposition', 'write_decomposition',
+           'run_template']
 
 # %% ../nbs/11_runs.ipynb #b0aa200d
 def run_id(name: str, seed: int, date: datetime.date | None = None) -> str:
@@ -75,16 +77,26 @@ def save_decomposition(
     **call,  # num_inference_steps, guidance_scale, height, width, max_sequence_length ...
 ) -> dict:
     "Render composite + components and save them with the attention and similarity data the reports read."
+    out = pipe.decompose(prompt, generator=torch.Generator("cpu").manual_seed(seed), **call)
+    analysis = analyse_decomposition(pipe, prompt, call.get("max_sequence_length", 512))
+    record = {"prompt_id": prompt_id, "prompt": prompt, "seed": seed, **analysis}
+    return write_decomposition(out_dir, record, out.composite[0], [images[0] for images in out.components])
+
+def write_decomposition(
+    out_dir: str | Path,  # files go to out_dir/samples/
+    record: dict,  # prompt_id, prompt, seed, words, word_attention, similarity (+ anything else worth keeping)
+    composite: PIL.Image.Image,
+    components: list[PIL.Image.Image],
+) -> dict:
+    "Write a decomposition as the reports read it: `<id>_composite.png`, `<id>_k<k>.png`, `<id>_decomposition.json`."
     samples = Path(out_dir) / "samples"
     samples.mkdir(parents=True, exist_ok=True)
-    out = pipe.decompose(prompt, generator=torch.Generator("cpu").manual_seed(seed), **call)
-    out.composite[0].save(samples / f"{prompt_id}_composite.png")
-    for k, images in enumerate(out.components):
-        images[0].save(samples / f"{prompt_id}_k{k}.png")
-    analysis = analyse_decomposition(pipe, prompt, call.get("max_sequence_length", 512))
-    record = {"prompt_id": prompt_id, "prompt": prompt, "seed": seed, **analysis,
-              "num_components": len(out.components)}
-    save_json(record, samples / f"{prompt_id}_decomposition.json")
+    pid = record["prompt_id"]
+    composite.save(samples / f"{pid}_composite.png")
+    for k, image in enumerate(components):
+        image.save(samples / f"{pid}_k{k}.png")
+    record = {**record, "num_components": len(components)}
+    save_json(record, samples / f"{pid}_decomposition.json")
     return record
 
 # %% ../nbs/11_runs.ipynb #575f407e

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 # %% auto #0
 __all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'encode_clip',
-           'read_prompts', 'sentences', 'deal_sentences', 'split_sentences', 'split_components', 'leading_sentences']
+           'read_prompts', 'sentences', 'check_prompt', 'deal_sentences', 'split_sentences', 'split_components',
+           'leading_sentences']
 
 # %% ../nbs/03_text.ipynb #45d560c9
 logger = logging.getLogger("lpd")
@@ -138,6 +139,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 def sentences(text: str) -> list[str]:
     "The sentences of `text`: split after `.`, `!` or `?` followed by white space."
     return [s for s in (part.strip() for part in _SENTENCE_END.split(text.strip())) if s]
+
+def check_prompt(prompt) -> str:
+    "`prompt`, if it is a string with some text in it; else a one-line `ValueError`."
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"the prompt is empty: give the long prompt to decompose, got {prompt!r:.40}")
+    return prompt
 
 def deal_sentences(text: str, k: int) -> list[str]:
     "`k` texts: sentence i goes to group i mod k (a group is empty when `text` has fewer than k sentences)."
