@@ -71,6 +71,7 @@ def lab(tmp_path):
 
 def test_explorer_renders_in_jupyterlab(lab, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -89,9 +90,18 @@ def test_explorer_renders_in_jupyterlab(lab, tmp_path):
         css = lambda sel: wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, sel)))  # noqa: E731
         driver.get(f"{url}/lab/tree/explore.ipynb?token={token}")
         css(".jp-Notebook .jp-CodeCell")
-        wait.until(EC.element_to_be_clickable((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel') "
-                                                         "and text()='Run']"))).click()
-        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"))).click()
+        wait.until(lambda d: "| Idle" in d.find_element(By.CSS_SELECTOR, "#jp-main-statusbar").text)  # kernel up
+        for _ in range(3):  # Run > Run All Cells (a menu opened before the notebook has focus may do nothing: retry)
+            driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").click()
+            wait.until(EC.element_to_be_clickable((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel') "
+                                                             "and text()='Run']"))).click()
+            wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "li[data-command='runmenu:run-all']"))).click()
+            try:
+                WebDriverWait(driver, 60).until(
+                    EC.presence_of_element_located((By.CSS_SELECTOR, ".lpd-explorer .lpd-prompt textarea")))
+                break
+            except TimeoutException:
+                continue
         prompt = css(".lpd-explorer .lpd-prompt textarea")
         run = css(".lpd-explorer button.lpd-run")
         wait.until(lambda d: "loaded:" in d.find_element(By.CSS_SELECTOR, ".lpd-status").text)
