@@ -13,6 +13,7 @@ VENV = Path(sys.executable).parent.parent
 SUBSTITUTIONS = [  # (README text, what runs instead)
     ("make demo ", f"make demo VENV={VENV} -o {VENV}/.installed "),  # the environment is the one running this
     ("make test ", ": "),  # this file is part of `make test`
+    ("make lab ", f"make -n lab VENV={VENV} -o {VENV}/.installed "),  # a server: its command is shown, not run
     ("huggingface-cli download stabilityai/stable-diffusion-3.5-medium --local-dir weights/sd3.5-medium",
      "lpd-tiny weights/sd3.5-medium"),  # the tiny SD3 where SD3.5 Medium would be
     ("wandb login", ":"),  # the tests run with WANDB_MODE=offline
