@@ -14,7 +14,7 @@ import PIL.ImageFont
 import torch
 
 # %% auto #0
-__all__ = ['contact_sheet', 'word_attention', 'analyse_decomposition']
+__all__ = ['contact_sheet', 'word_attention', 'top_words', 'analyse_decomposition']
 
 # %% ../nbs/04a_analysis.ipynb #205491db
 def contact_sheet(
@@ -62,6 +62,18 @@ def word_attention(tokenizer, prompt: str, token_scores: np.ndarray) -> tuple[li
         if b > a and t < token_scores.shape[1]:
             out[:, int(np.searchsorted(starts, a, side="right")) - 1] += token_scores[:, t]
     return words, out
+
+def top_words(words: list[str], scores: np.ndarray, top: int = 6) -> list[str]:
+    "The `top` distinct words (case and punctuation aside) with the highest scores, each at its best occurrence."
+    seen, out = set(), []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        key = words[i].strip(".,;:!?\"'()").lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append(words[i].strip(".,;:!?\"'()"))
+        if len(out) == top:
+            break
+    return out
 
 # %% ../nbs/04a_analysis.ipynb #ee9ad85e
 @torch.no_grad()

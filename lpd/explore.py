@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,17 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .analysis import analyse_decomposition
+from .analysis import analyse_decomposition, top_words
 from .evaluate import shapes_eval_prompts
-from .judge import METRICS, key_facts, read_scene
+from .judge import METRICS, key_facts, read_scene, row_truth
 from .pipeline import GUIDANCE_SCALES, NEGATIVE_BRANCHES, load_pipeline
 from .report import attention_html
+from .routing import off_diagonal
 from .runs import write_decomposition
-from .shapes import Scene
 from .text import check_prompt
 
 # %% auto #0
-__all__ = ['SCENE_SEED', 'held_out_scene', 'Exploration', 'explore', 'top_words', 'exploration_html', 'Explorer']
+__all__ = ['SCENE_SEED', 'held_out_scene', 'Exploration', 'explore', 'exploration_html', 'Explorer']
 
 # %% ../nbs/16_explore.ipynb #03450ac1
 SCENE_SEED = 7  # shapes_eval_prompts' seed for the explorer's scenes: held out like the study's prompts
@@ -63,9 +62,6 @@ class Exploration:
         return write_decomposition(run_dir, self.record(prompt_id), self.composite, self.components)
 
 # %% ../nbs/16_explore.ipynb #26b773d4
-def _truth(row: dict) -> tuple[Scene, list[tuple[str, str, str]]]:
-    return Scene.from_json(row["scene"]), [tuple(r) for r in json.loads(row["relations"])]
-
 @torch.no_grad()
 def explore(
     pipe,  # a PromptDecomposePipeline (lpd.pipeline.load_pipeline with a decomposer)
@@ -95,7 +91,7 @@ def explore(
     analysis = analyse_decomposition(pipe, prompt, call.get("max_sequence_length", 512))
     verdicts = None
     if truth is not None:
-        scene, relations = _truth(truth)
+        scene, relations = row_truth(truth)
         names = ["composite"] + [f"k{k}" for k in range(K)]
         verdicts = {name: key_facts(scene, relations, *read_scene(image)) for name, image in zip(names, images)}
     return Exploration(prompt, seed, selected, images[0], images[1:], analysis["words"], analysis["word_attention"],
@@ -123,18 +119,6 @@ def _verdict_table(verdicts: dict[str, list[dict]]) -> str:
             rows.append(f"<tr><th>{m}</th><th></th>" + "".join(f"<th>{np.mean(s):.2f}</th>" for s in shares) + "</tr>")
     return (f'<table class="lpd-verdicts"><tr><th>fact</th><th>metric</th>{head}</tr>{"".join(rows)}</table>')
 
-def top_words(words: list[str], scores: np.ndarray, top: int = 6) -> list[str]:
-    "The `top` distinct words (case and punctuation aside) with the highest scores, each at its best occurrence."
-    seen, out = set(), []
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
-        key = words[i].strip(".,;:!?\"'()").lower()
-        if key and key not in seen:
-            seen.add(key)
-            out.append(words[i].strip(".,;:!?\"'()"))
-        if len(out) == top:
-            break
-    return out
-
 def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
     "The composite and each component side by side, each with the words it reads most; similarity; verdicts."
     scores = np.asarray(x.word_attention)
@@ -145,9 +129,7 @@ def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
         cards.append(_png(image, tile, "lpd-component", f"component {k}")
                      + f'<div><b>k{k}</b> reads most: <span class="lpd-words">{words}</span></div>')
     cells = "".join(f'<div style="width:{tile}px;margin:4px;font-size:12px">{c}</div>' for c in cards)
-    sim = np.asarray(x.similarity)
-    K = len(sim)
-    off = (sim.sum() - np.trace(sim)) / (K * (K - 1)) if K > 1 else float("nan")
+    K, off = len(x.similarity), off_diagonal(torch.tensor(x.similarity)[None]).mean().item()  # NaN for K = 1
     strips = attention_html({"words": x.words, "word_attention": x.word_attention}, top)  # as the report draws it
     parts = [f'<div style="display:flex;flex-wrap:wrap">{cells}</div>',
              f'<details class="lpd-strips"><summary>what each component reads, word by word</summary>{strips}'
@@ -225,7 +207,7 @@ class Explorer:
         self.status.value = ""
         try:
             action()
-        except (ValueError, FileNotFoundError, TypeError) as e:
+        except (ValueError, FileNotFoundError) as e:
             self.status.value = f'<span style="color:#b00" class="lpd-error">{html.escape(str(e))}</span>'
 
     def load(self):
@@ -237,9 +219,8 @@ class Explorer:
             self.pipe.set_progress_bar_config(disable=True)
             self._loaded = self._names()
         config = self.pipe.decomposer.config
-        self.composition.value = config.get("composition", "mean")
-        self.guidance.value = GUIDANCE_SCALES[self.composition.value]
-        self.negative.value = "shared" if self.composition.value == "sum" else "per_component"
+        # the settings it renders with when none are given (the pipeline's rule: the decomposer's, else defaults)
+        self.composition.value, _, self.negative.value, self.guidance.value = self.pipe.composition_settings()
         self.toggles.children = [self.W.Checkbox(value=True, description=f"k{k}", indent=False,
                                                  layout=self.W.Layout(width="4em"))
                                  for k in range(config.num_components)]

@@ -20,7 +20,7 @@ from .shapes import BACKGROUNDS, COLOURS, COLS, ROWS, SHAPES, SIZE_SCALE, Scene,
 
 # %% auto #0
 __all__ = ['MAX_COLOUR_DISTANCE', 'METRICS', 'DEGRADATIONS', 'CORRUPTIONS', 'Found', 'classify_shape', 'read_scene', 'key_facts',
-           'score_prompt', 'judge', 'judge_row', 'degrade', 'corrupt', 'bootstrap_ci', 'aggregate']
+           'score_prompt', 'judge', 'row_truth', 'judge_row', 'degrade', 'corrupt', 'bootstrap_ci', 'aggregate']
 
 # %% ../nbs/09_judge.ipynb #2254458a
 _NAMES = list(COLOURS) + list(BACKGROUNDS)
@@ -151,9 +151,13 @@ def judge(image: PIL.Image.Image, scene: Scene, relations: list[tuple[str, str, 
     "Read `image` and score the prompt that described `scene` (and stated `relations`)."
     return score_prompt(scene, relations, *read_scene(image))
 
+def row_truth(row: dict) -> tuple[Scene, list[tuple[str, str, str]]]:
+    "The scene and the stated relations of a `captions.jsonl` row of `lpd.shapes.write_shapes_dataset`."
+    return Scene.from_json(row["scene"]), [tuple(r) for r in json.loads(row["relations"])]
+
 def judge_row(image: PIL.Image.Image, row: dict) -> dict[str, float]:
     "Judge an image against a `captions.jsonl` row of `lpd.shapes.write_shapes_dataset`."
-    return judge(image, Scene.from_json(row["scene"]), [tuple(r) for r in json.loads(row["relations"])])
+    return judge(image, *row_truth(row))
 
 # %% ../nbs/09_judge.ipynb #9be35909
 DEGRADATIONS = ("noise", "blur", "jpeg", "colour_jitter", "vae_roundtrip")

@@ -17,7 +17,7 @@ import pandas as pd
 import PIL.Image
 
 from .core import running_as_script
-from .analysis import contact_sheet
+from .analysis import contact_sheet, top_words
 from .judge import aggregate
 
 # %% auto #0
@@ -88,7 +88,7 @@ def plot_attention(record: dict, path: Path, top: int = 6) -> Path:
     ax.imshow(norm, aspect="auto", cmap="magma", interpolation="nearest")
     step = max(1, W // 60)
     ax.set_xticks(range(0, W, step), [words[i] for i in range(0, W, step)], rotation=90, fontsize=7)
-    labels = [f"k{k}: " + ", ".join(words[i] for i in np.argsort(-scores[k])[:top]) for k in range(K)]
+    labels = [f"k{k}: " + ", ".join(top_words(words, scores[k], top)) for k in range(K)]
     ax.set_yticks(range(K), labels, fontsize=8)
     ax.set_title("words each component attends to (decomposer cross-attention, summed over heads and layers)",
                  fontsize=9)
@@ -253,7 +253,7 @@ def attention_html(record: dict, top: int = 5) -> str:
     blocks = []
     for k, row in enumerate(scores):
         norm = row / max(row.max(), 1e-12)
-        best = ", ".join(words[i] for i in np.argsort(-row)[:top])
+        best = ", ".join(top_words(words, row, top))
         spans = " ".join(f'<span style="background:rgba(230,80,0,{a:.2f})">{html.escape(w)}</span>'
                          for w, a in zip(words, norm))
         blocks.append(f"<p><b>k{k}</b> (most: {html.escape(best)})<br>{spans}</p>")
