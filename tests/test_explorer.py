@@ -128,11 +128,15 @@ def test_explorer_renders_in_jupyterlab(lab, tmp_path):
         rows = table.find_elements(By.TAG_NAME, "tr")
         assert rows[0].text.split()[-5:] == ["composite", "k0", "k1", "k2", "k3"]
         assert len(rows) > 5 * 4  # facts of 4-6 objects, relations, one share per metric
-        print(json.dumps({"press_to_images_s": round(seconds, 1)}))
+        timing = {"press_to_images_s": round(seconds, 1), "cpu_count": os.cpu_count(),
+                  "page": driver.find_element(By.CSS_SELECTOR, ".lpd-similarity").text,  # explore()'s own seconds
+                  "command": "LPD_FIGURES=1 python -m pytest -s tests/test_explorer.py"}
+        print(json.dumps(timing))
         driver.execute_script("arguments[0].scrollIntoView()", prompt)
         shot = tmp_path / "explorer.png"
         driver.save_screenshot(str(shot))
-        if os.environ.get("LPD_FIGURES") == "1":
+        if os.environ.get("LPD_FIGURES") == "1":  # the README's picture and its press-to-images time
             shutil.copy(shot, ROOT / "reports" / "figures" / "explorer.png")
+            (ROOT / "reports" / "figures" / "explorer.json").write_text(json.dumps(timing, indent=1) + "\n")
     finally:
         driver.quit()
