@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 # %% auto #0
-__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'DECOMPOSER_CLIPS', 'DECOMPOSER_FLAGS', 'SquaredReLU',
-           'PerceiverAttentionBlock', 'PerceiverResampler', 'TokenContext', 'PromptDecomposer', 'decomposer_kwargs',
-           'load_decomposer']
+__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'DECOMPOSER_CLIPS', 'DECOMPOSER_KINDS',
+           'DECOMPOSER_FLAGS', 'SquaredReLU', 'PerceiverAttentionBlock', 'PerceiverResampler', 'TokenContext',
+           'TokenRouter', 'PromptDecomposer', 'decomposer_kwargs', 'load_decomposer']
 
 # %% ../nbs/01_decomposer.ipynb #ddbfccdf
 class SquaredReLU(nn.Module):
@@ -104,12 +104,39 @@ class TokenContext(nn.Module):
         h = self.act(self.conv_1(keep(text.transpose(1, 2))))
         return text + self.conv_2(keep(h)).transpose(1, 2)
 
+# %% ../nbs/01_decomposer.ipynb #b2691a76
+class TokenRouter(nn.Module):
+    "Send each T5 token to one of K components or to none: part k = the prompt's states it takes, the blank elsewhere."
+
+    def __init__(self, num_components: int, num_tokens: int, width: int):
+        super().__init__()
+        self.scores = nn.Linear(width, num_components + 1)  # the last column: the token goes to no component
+        self.register_buffer("blank", torch.zeros(num_tokens, width))  # the empty prompt's T5 states (set_blank)
+
+    def weights(
+        self,
+        scores: torch.Tensor,  # (B, T, K + 1) `self.scores` of the T5 states, or of the token context's output
+        text_mask: torch.Tensor | None = None,  # (B, T), 1 = real token: padding goes to no component
+    ) -> torch.Tensor:
+        "Each token's share per component, `(B, T, K + 1)` (the last: none), fp32; rows sum to 1, padding's to 0."
+        w = scores.float().softmax(-1)
+        return w if text_mask is None else w * text_mask[..., None].float()
+
+    def forward(self, text: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        "`(B, K, T, D)`: each component's mix of `text` (B, T, D) and the blank by `weights` (B, T, K + 1)."
+        if text.shape[1] != self.blank.shape[0]:
+            raise ValueError(f"the token router copies T5 tokens in place: it was built for {self.blank.shape[0]} "
+                             f"tokens (num_tokens), got {text.shape[1]}; encode the prompt at {self.blank.shape[0]}")
+        w = weights[..., :-1].transpose(1, 2)[..., None].to(text.dtype)  # (B, K, T, 1)
+        return w * text[:, None] + (1 - w) * self.blank.to(text.dtype)
+
 # %% ../nbs/01_decomposer.ipynb #acc451b0
 WEIGHTS_NAME = "model.safetensors"  # the original's checkpoint file name
 CONFIG_NAME = "config.json"
 LATENTS_KEY = "mask_head.connector.latents"  # (K, N, D) in every checkpoint, the original's and lpd's
 COMPOSITIONS = ("mean", "sum")  # how the pipeline composes the components' predictions (lpd.pipeline)
 DECOMPOSER_CLIPS = ("prompt", "empty")  # CLIP part of every sub-prompt: the whole prompt's, or the empty prompt's
+DECOMPOSER_KINDS = ("resampler", "router")  # the original's Perceiver resampler, or lpd's token router
 _LOADER_KWARGS = {  # what DiffusionPipeline.from_pretrained passes to every ModelMixin component
     "device_map", "max_memory", "offload_folder", "offload_state_dict", "variant", "use_safetensors",
     "low_cpu_mem_usage", "disable_mmap", "use_flashpack", "quantization_config", "provider", "sess_options",
@@ -135,6 +162,7 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         component_clip: str = "prompt",  # what each sub-prompt carries besides its tokens: the prompt's CLIP, or ""'s
         composition: str = "mean",  # how the pipeline composes the components: "mean" (the original) or "sum"
         context_kernel: int = 0,  # > 0: a TokenContext of this odd kernel before the resampler; 0: none (the original)
+        kind: str = "resampler",  # "resampler" (the original's) or "router" (lpd's TokenRouter: N = the T5 length)
     ):
         super().__init__()
         for name, value in dict(num_components=num_components, num_tokens=num_tokens, width=width,
@@ -142,7 +170,7 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"PromptDecomposer: {name} must be a positive integer, got {value!r}")
         for name, value, allowed in (("component_clip", component_clip, DECOMPOSER_CLIPS),
-                                     ("composition", composition, COMPOSITIONS)):
+                                     ("composition", composition, COMPOSITIONS), ("kind", kind, DECOMPOSER_KINDS)):
             if value not in allowed:
                 raise ValueError(f"PromptDecomposer: {name} must be one of {allowed}, got {value!r}")
         if not isinstance(context_kernel, int) or context_kernel < 0 or (context_kernel and context_kernel % 2 == 0):
@@ -151,8 +179,11 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         if width % num_heads:
             raise ValueError(f"PromptDecomposer: width {width} is not divisible by num_heads {num_heads}")
         # the original's module path (TextDecomposer.mask_head.connector), so state dicts match key for key
-        self.mask_head = nn.ModuleDict(
-            {"connector": PerceiverResampler(num_components, num_tokens, width, num_heads, num_layers)})
+        if kind == "resampler":
+            head = PerceiverResampler(num_components, num_tokens, width, num_heads, num_layers)
+            self.mask_head = nn.ModuleDict({"connector": head})
+        else:  # num_heads and num_layers are the resampler's: the router has neither
+            self.mask_head = nn.ModuleDict({"router": TokenRouter(num_components, num_tokens, width)})
         if context_kernel:  # lpd's option; without it the state dict is the original's, key for key
             self.mask_head["context"] = TokenContext(width, context_kernel)
 
@@ -165,26 +196,48 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
             raise ValueError(f"attention_mask {tuple(mask.shape)} does not match text_embeds "
                              f"{tuple(text_embeds.shape)}")
         text = text_embeds.to(self.dtype)
-        if "context" in self.mask_head:
-            text = self.mask_head.context(text, mask)
-        return self.mask_head.connector(text, mask, need_weights)
+        context = self.mask_head.context(text, mask) if "context" in self.mask_head else text
+        if self.config.kind == "resampler":
+            return self.mask_head.connector(context, mask, need_weights)
+        router = self.mask_head.router
+        if not router.blank.any():
+            raise ValueError("the token router's blank is not set: call set_blank with the empty prompt's T5 states "
+                             f"at {self.config.num_tokens} tokens (lpd-train does)")
+        scores = router.scores(context)  # (B, T, K + 1)
+        weights = router.weights(scores, mask)
+        return router(text, weights), [weights, scores]
 
     def forward(
         self,
         text_embeds: torch.Tensor,  # (B, T, width): T5 hidden states of the prompt
         attention_mask: torch.Tensor | None = None,  # (B, T) T5 mask; used only when config.use_attention_mask
-    ) -> list[torch.Tensor]:
-        "The `num_components` sub-prompts, each `(B, num_tokens, width)`."
-        x, _ = self._run(text_embeds, attention_mask)  # (B, K, N, D)
-        return list(x.unbind(dim=1))  # K x (B, N, D)
+        return_scores: bool = False,  # a router's: also its logits (B, T, K + 1), what a per-token target trains
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
+        "The `num_components` sub-prompts, each `(B, num_tokens, width)` (and the router's scores if asked)."
+        if return_scores and self.config.kind != "router":
+            raise ValueError(f"return_scores needs kind='router', this decomposer is a {self.config.kind}")
+        x, maps = self._run(text_embeds, attention_mask)  # (B, K, N, D)
+        parts = list(x.unbind(dim=1))  # K x (B, N, D)
+        return (parts, maps[1]) if return_scores else parts
 
     @torch.no_grad()
     def text_attention(self, text_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         "How much each component reads each text token, `(B, K, T)`: summed over heads and blocks, mean over latents."
         _, maps = self._run(text_embeds, attention_mask, need_weights=True)
+        if self.config.kind == "router":  # the routing weights themselves
+            return maps[0][..., :-1].transpose(1, 2)
         N = self.config.num_tokens
         att = torch.stack(maps)[..., N:].sum(dim=(0, 2)).mean(dim=1)  # (B*K, T)
         return att.view(-1, self.config.num_components, att.shape[-1])
+
+    @torch.no_grad()
+    def set_blank(self, states: torch.Tensor) -> None:
+        "The router's blank: the empty prompt's T5 states `(num_tokens, width)` (or `(1, num_tokens, width)`)."
+        blank = self.mask_head.router.blank
+        if states.shape[-2:] != blank.shape:
+            raise ValueError(f"set_blank needs the empty prompt's T5 states {tuple(blank.shape)}, "
+                             f"got {tuple(states.shape)}")
+        blank.copy_(states.reshape(blank.shape))
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True) -> None:
         "Write `config.json` and `model.safetensors` (the original's file name and key names) into `save_directory`."
@@ -261,16 +314,20 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 # %% ../nbs/01_decomposer.ipynb #1d33dcf8
 def _hyperparameters_from_state(state: dict[str, torch.Tensor], source: Path) -> dict:
-    "What the tensor shapes fix: components, tokens and width (the latents) and layers (the blocks)."
+    "What the tensor shapes fix: kind, components, tokens, width, the resampler's layers and the context's kernel."
+    context = state.get("mask_head.context.conv_1.weight")  # (D, D, kernel), lpd's option
+    kernel = 0 if context is None else context.shape[-1]
+    if "mask_head.router.blank" in state:  # lpd's token router: (N, D) blank, (K + 1, D) scores
+        (N, D), K = state["mask_head.router.blank"].shape, state["mask_head.router.scores.weight"].shape[0] - 1
+        return dict(num_components=K, num_tokens=N, width=D, kind="router", context_kernel=kernel)
     if LATENTS_KEY not in state:
         old = "queries" in state  # lpd 0.1 wrote its own, different decomposer
         hint = " (an lpd 0.1 checkpoint: its decomposer was not the original's, retrain it)" if old else ""
         raise ValueError(f"not a prompt decomposer checkpoint: {source} has no tensor '{LATENTS_KEY}'{hint}")
     K, N, D = state[LATENTS_KEY].shape
     blocks = {k.split(".")[3] for k in state if k.startswith("mask_head.connector.perceiver_blocks.")}
-    context = state.get("mask_head.context.conv_1.weight")  # (D, D, kernel), lpd's option
-    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks),
-                context_kernel=0 if context is None else context.shape[-1])
+    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks), kind="resampler",
+                context_kernel=kernel)
 
 # %% ../nbs/01_decomposer.ipynb #2d500049
 def _check_agree(found: dict, source: str, expected: dict) -> None:
@@ -285,6 +342,7 @@ DECOMPOSER_FLAGS = {  # the original's flag (and lpd's decomposer_attention_mask
     "num_components": "num_components", "num_tokens": "num_tokens", "decomposer_width": "width",
     "decomposer_heads": "num_heads", "decomposer_layers": "num_layers",
     "decomposer_attention_mask": "use_attention_mask", "decomposer_context_kernel": "context_kernel",
+    "decomposer_kind": "kind",
 }
 
 def decomposer_kwargs(text_dim: int, **flags) -> dict:

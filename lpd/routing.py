@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .shapes import COLS, Scene, short_caption
+from .shapes import COLS, Scene, ShapeObject, short_caption
 from .text import PromptEncoding, encode_long_prompt, sentences
 
 # %% auto #0
 __all__ = ['ROUTE_TARGETS', 'sentence_blocks', 'object_texts', 'route_texts', 'summed_differences', 'teacher_differences',
-           't5_targets', 'route_loss', 'component_similarity', 'off_diagonal', 'diversity_penalty']
+           't5_targets', 'sentence_of_tokens', 'named_object', 'token_routes', 'token_route_loss', 'route_loss',
+           'component_similarity', 'off_diagonal', 'diversity_penalty']
 
 # %% ../nbs/06b_routing.ipynb #76d42169
 ROUTE_TARGETS = ("none", "sentences", "objects")
@@ -109,6 +111,59 @@ def t5_targets(pipe, texts: list[list[list[str]]], num_tokens: int, device=None)
     joined = [" ".join(texts[b][k]) for b in range(B) for k in range(K)]
     states = encode_long_prompt(pipe, joined, max_sequence_length=num_tokens, device=device).t5_embeds
     return states.float().view(B, K, num_tokens, -1)
+
+# %% ../nbs/06b_routing.ipynb #3b2165d7
+def sentence_of_tokens(tokenizer, text: str, length: int) -> list[int]:
+    "For each of the `length` T5 tokens of `text` (as encoded, truncated), its sentence's index; -1 for `</s>`, padding."
+    spans, pos = [], 0
+    for s in sentences(text):
+        start = text.index(s, pos)
+        spans.append((start, start + len(s)))
+        pos = start + len(s)
+    offsets = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=length)["offset_mapping"]
+    out = [-1] * length
+    for t, (a, b) in enumerate(offsets):
+        if b > a:
+            out[t] = next(i for i, (_, end) in enumerate(spans) if a < end)
+    return out
+
+def named_object(sentence: str, scene: Scene) -> ShapeObject | None:
+    "The one object of `scene` whose colour and shape `sentence` names; None when it names none or several."
+    words = set(re.findall(r"[a-z]+", sentence.lower()))
+    found = [o for o in scene.objects if o.colour in words and o.shape in words]
+    return found[0] if len(found) == 1 else None
+
+# %% ../nbs/06b_routing.ipynb #21c0c203
+def token_routes(mode: str, tokenizer, captions: list[str], truths: list[str | None], k: int,
+                 length: int) -> torch.Tensor:
+    "Each T5 token's component `(B, length)` by its sentence (`route_texts`' modes); -100 where it has none."
+    if mode not in ROUTE_TARGETS[1:]:
+        raise ValueError(f"route targets must be one of {ROUTE_TARGETS[1:]}, got {mode!r}")
+    out = torch.full((len(captions), length), -100, dtype=torch.long)
+    for b, (caption, truth) in enumerate(zip(captions, truths)):
+        if not caption:
+            continue
+        said = sentences(caption)
+        if mode == "sentences":
+            sizes = [len(block) for block in np.array_split(np.arange(len(said)), k)]
+            owner = np.repeat(np.arange(k), sizes)
+        elif truth is None:
+            raise ValueError(f"--route_targets objects needs each row's scene (a shapes-world `scene` column); "
+                             f"caption {b} ({caption[:40]!r}...) has none")
+        else:
+            scene = Scene.from_json(truth)
+            objects = [named_object(s, scene) for s in said]
+            owner = [-100 if o is None else (len(COLS) * o.row + o.col) % k for o in objects]
+        for t, s in enumerate(sentence_of_tokens(tokenizer, caption, length)):
+            if s >= 0:
+                out[b, t] = int(owner[s])
+    return out
+
+def token_route_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    "Cross-entropy of the router's `(B, T, K + 1)` scores against `token_routes` labels; 0 when none is labelled."
+    if not (labels >= 0).any():
+        return scores.sum() * 0.0  # keeps the graph (every process takes the same backward)
+    return F.cross_entropy(scores.flatten(0, 1).float(), labels.flatten().to(scores.device), ignore_index=-100)
 
 # %% ../nbs/06b_routing.ipynb #22805a54
 def route_loss(

@@ -31,14 +31,14 @@ from .cache import CACHE_SETTINGS, EncodingCache, build_encoding_cache
 from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
-from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, PromptDecomposer, decomposer_kwargs,
-                            load_decomposer)
+from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, DECOMPOSER_KINDS, PromptDecomposer,
+                            decomposer_kwargs, load_decomposer)
 from .evaluate import shapes_eval_prompts
 from .judge import judge_row
 from .pipeline import (PromptDecomposePipeline, compile_blocks, compose_noise_pred, load_pipeline,
                           predict_components, sub_prompts)
 from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, off_diagonal, route_loss, route_texts,
-                         t5_targets, teacher_differences)
+                         t5_targets, teacher_differences, token_route_loss, token_routes)
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
@@ -89,6 +89,9 @@ class TrainConfig:
     decomposer_context_kernel: int = _f(0, "lpd's token context: two 1-D convolutions of this odd kernel over the T5 "
                                            "tokens before the resampler, so a component can gather a sentence "
                                            "(0: none, the original)")
+    decomposer_kind: str = _f("resampler", "resampler (the original's Perceiver) or router (lpd's token router: each "
+                                           "T5 token goes to one component, the rest of a component is the empty "
+                                           "prompt's states; --num_tokens must equal --token_length)")
     component_clip: str | None = _f(None, "what each sub-prompt carries besides its tokens: prompt (the whole "
                                           "prompt's CLIP states and pooled vector, the original's) or empty (the "
                                           "empty prompt's: T5-only components); default: --ckpt's, else prompt")
@@ -163,6 +166,9 @@ class TrainConfig:
                                   "prediction against the sum of its texts' differences (frozen teacher)")
     route_t5_weight: float = _f(0.0, "weight of the T5-space routing loss (a linguistic warm start): component k "
                                      "against the T5 states of its texts joined, at N tokens")
+    route_token_weight: float = _f(0.0, "weight of the per-token routing loss of a --decomposer_kind router: "
+                                        "cross-entropy of each token's component against its sentence's "
+                                        "(lpd.routing.token_routes; no teacher passes)")
     route_length: int = _f(64, "T5 tokens of each of the teacher's texts")
     route_batch_size: int = _f(256, "teacher texts per transformer call")
     diversity_weight: float = _f(0.0, "the original authors' component-diversity regularizer: squared off-diagonal "
@@ -398,7 +404,10 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
             full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype)
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(dtype), return_dict=False)[0]
-    parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D)
+    if cfg.route_token_weight:  # a router: its scores too
+        parts, scores = decomposer(enc.t5_embeds, enc.t5_mask, return_scores=True)  # K x (B, N, D), (B, T, K + 1)
+    else:
+        parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D)
     pred = component_predictions(pipe.transformer, parts, enc, noisy, timesteps, dtype, cfg.component_clip,
                                  frozen.empty)  # (K, B, C, h, w)
     v_u = None
@@ -408,6 +417,10 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
                                 cfg.precondition_outputs, teacher)
     if routed:
         texts = route_texts(cfg.route_targets, captions, batch["truths"], len(parts), str(cfg.seed))
+        if cfg.route_token_weight:
+            labels = token_routes(cfg.route_targets, pipe.tokenizer_3, captions, batch["truths"], len(parts),
+                                  scores.shape[1])
+            losses["route_tokens"] = cfg.route_token_weight * token_route_loss(scores, labels)
         if cfg.route_weight:
             targets = teacher_differences(pipe, texts, noisy, timesteps, v_u, frozen.empty, cfg.route_length,
                                           cfg.route_batch_size)
@@ -550,7 +563,15 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--route_targets {cfg.route_targets} encodes its teacher's texts with T5 at every step; an "
                          "--encoding_cache holds no T5 encoder: train without --encoding_cache")
     check_max_sequence_length(cfg.route_length, "--route_length")
-    for name in ("route_weight", "route_t5_weight", "diversity_weight", "judge_prompts"):
+    if cfg.decomposer_kind not in DECOMPOSER_KINDS:
+        raise ValueError(f"--decomposer_kind must be one of {', '.join(DECOMPOSER_KINDS)}, got {cfg.decomposer_kind!r}")
+    if cfg.decomposer_kind == "router" and cfg.num_tokens != cfg.max_sequence_length:
+        raise ValueError(f"--decomposer_kind router copies the prompt's T5 tokens in place: --num_tokens "
+                         f"{cfg.num_tokens} must equal --token_length {cfg.max_sequence_length}")
+    if cfg.route_token_weight and (cfg.decomposer_kind != "router" or cfg.route_targets == "none"):
+        raise ValueError(f"--route_token_weight {cfg.route_token_weight} trains a router's choice per token: it needs "
+                         "--decomposer_kind router and --route_targets sentences or objects")
+    for name in ("route_weight", "route_t5_weight", "route_token_weight", "diversity_weight", "judge_prompts"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.use_8bit_adam and cfg.use_adafactor:
@@ -608,8 +629,11 @@ def fit(cfg: TrainConfig) -> dict:
     decomposer = decomposer_from_config(cfg, frozen.pipe.transformer.config.joint_attention_dim)
     cfg = dataclasses.replace(cfg, component_clip=decomposer.config.component_clip,  # resolved: the log says what ran
                               composition=decomposer.config.composition)
-    if cfg.component_clip == "empty" or cfg.composition == "sum" or cfg.route_targets != "none":
+    router = decomposer.config.kind == "router"
+    if cfg.component_clip == "empty" or cfg.composition == "sum" or cfg.route_targets != "none" or router:
         frozen.empty = empty_condition(frozen, decomposer.config.num_tokens, cfg.composition, accelerator.device)
+    if router:  # the empty prompt's T5 states, where a component does not take a token (saved with the weights)
+        decomposer.set_blank(frozen.empty.t5_embeds[0])
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
     optimizer = build_optimizer(cfg, decomposer.parameters(), accelerator.num_processes)

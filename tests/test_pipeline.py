@@ -195,3 +195,35 @@ def test_the_decomposer_reads_max_sequence_length_tokens_and_the_t5_mask():
     assert t5.shape[:2] == (2, 24) and mask.shape == (2, 24)
     lengths = [len(pipe.tokenizer_3(p).input_ids) for p in PROMPTS]
     assert mask.sum(1).tolist() == [min(n, 24) for n in lengths] and 0 < min(lengths) < 24
+
+
+def router_copy(components, target: int, num_components: int = 3, length: int = 64) -> PromptDecomposePipeline:
+    "A pipeline whose token router sends every T5 position (padding too) to component `target`, T5 only, sum rule."
+    width = components["transformer"].config.joint_attention_dim
+    dec = PromptDecomposer(num_components=num_components, num_tokens=length, width=width, use_attention_mask=False,
+                           kind="router", component_clip="empty", composition="sum")
+    pipe = PromptDecomposePipeline(**components, decomposer=dec)
+    pipe.set_progress_bar_config(disable=True)
+    dec.set_blank(pipe.encode([""], None, False, max_sequence_length=length)[0].t5_embeds[0])
+    with torch.no_grad():
+        dec.mask_head.router.scores.weight.zero_()
+        dec.mask_head.router.scores.bias.copy_(50.0 * torch.nn.functional.one_hot(torch.tensor(target),
+                                                                                num_components + 1))
+    return pipe
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
+def test_a_router_that_sends_every_token_to_one_component_renders_the_whole_prompt(guidance_scale):
+    "Blank components add nothing under the sum rule: the composite is the prompt given as one T5-only sub-prompt."
+    components = tiny_components()
+    pipe = router_copy(components, target=1)
+    kw = dict(KW, guidance_scale=guidance_scale, output_type="latent")
+    got = pipe(PROMPTS, generator=gen(), **kw).images
+    want = pipe(sub_prompts=[[p] for p in PROMPTS], component_clip="empty", composition="sum", sub_prompt_length=64,
+                generator=gen(), **kw).images
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    nowhere = router_copy(components, target=3)(PROMPTS, generator=gen(), **kw).images  # every token to "none"
+    empty = pipe(sub_prompts=[[""] for _ in PROMPTS], component_clip="empty", composition="sum",
+                 sub_prompt_length=64, generator=gen(), **kw).images
+    torch.testing.assert_close(nowhere, empty, rtol=1e-4, atol=1e-4)
+    assert (got - nowhere).abs().max() > 1e-3  # the premise: the prompt changes the latents (tiny model: ~2e-3)

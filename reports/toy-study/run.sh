@@ -58,6 +58,8 @@ declare -A ROWS=(  # name -> lpd-eval flags; split and oracle rows compose T5-on
   [whole-t5]="--baseline split --split_components 1" [whole-t5-w1]="--baseline split --split_components 1 --guidance_scale 1")
 
 WIDE="--decomposer_heads 4 --decomposer_attention_mask --learning_rate 1e-3"
+ROUTER="--decomposer_kind router --num_tokens 512 --decomposer_attention_mask --decomposer_context_kernel 15
+        --learning_rate 1e-3"
 declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unless said)
   [r4-objects]="--route_targets objects --route_weight 10" [r4-objects-w1]="--route_targets objects"
   [r9-objects]="--num_components 9 --route_targets objects --route_weight 10"
@@ -78,7 +80,11 @@ declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unl
   [c9-both]="$WIDE --decomposer_context_kernel 9 --num_components 9 --route_targets objects --route_weight 10
              --route_t5_weight 1"
   [c9-t5]="$WIDE --decomposer_context_kernel 9 --num_components 9 --route_targets objects --route_weight 0
-           --route_t5_weight 1")
+           --route_t5_weight 1"
+  # lpd's token router (each T5 token to one component, the rest the empty prompt's states), taught per token
+  [t9-composite]="$ROUTER --num_components 9"
+  [t9-objects]="$ROUTER --num_components 9 --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t4-sentences]="$ROUTER --route_targets sentences --route_weight 0 --route_token_weight 1")
 
 case "$stage" in
 route)
@@ -87,7 +93,7 @@ route)
   names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${!ROUTES[@]}")
   for name in "${names[@]}"; do
     (bash $0 train "$name" --component_clip empty --composition sum ${ROUTES[$name]:?unknown run $name} \
-       --max_train_steps ${STEPS:-400} --checkpointing_steps 200 --validation_steps 100 --judge_prompts 32 \
+       --max_train_steps ${STEPS:-400} --checkpointing_steps 200 --validation_steps ${EVERY:-100} --judge_prompts 32 \
        > $RUN/$name.log 2>&1 && one "$name" train ${SEEDS:-0,1,2} --decomposer_ckpt $RUN/$name) &
   done
   wait
