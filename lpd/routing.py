@@ -114,7 +114,7 @@ def t5_targets(pipe, texts: list[list[list[str]]], num_tokens: int, device=None)
 
 # %% ../nbs/06b_routing.ipynb #3b2165d7
 def sentence_of_tokens(tokenizer, text: str, length: int) -> list[int]:
-    "For each of the `length` T5 tokens of `text` (as encoded, truncated), its sentence's index; -1 for `</s>`, padding."
+    "For each of the `length` T5 tokens of `text` (as encoded), its sentence's index; -1 for `</s>` and padding."
     spans, pos = [], 0
     for s in sentences(text):
         start = text.index(s, pos)

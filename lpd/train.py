@@ -564,7 +564,8 @@ def _check_config(cfg: TrainConfig) -> None:
                          "--encoding_cache holds no T5 encoder: train without --encoding_cache")
     check_max_sequence_length(cfg.route_length, "--route_length")
     if cfg.decomposer_kind not in DECOMPOSER_KINDS:
-        raise ValueError(f"--decomposer_kind must be one of {', '.join(DECOMPOSER_KINDS)}, got {cfg.decomposer_kind!r}")
+        raise ValueError(f"--decomposer_kind must be one of {', '.join(DECOMPOSER_KINDS)}, "
+                         f"got {cfg.decomposer_kind!r}")
     if cfg.decomposer_kind == "router" and cfg.num_tokens != cfg.max_sequence_length:
         raise ValueError(f"--decomposer_kind router copies the prompt's T5 tokens in place: --num_tokens "
                          f"{cfg.num_tokens} must equal --token_length {cfg.max_sequence_length}")
