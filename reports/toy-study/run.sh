@@ -84,7 +84,12 @@ declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unl
   # lpd's token router (each T5 token to one component, the rest the empty prompt's states), taught per token
   [t9-composite]="$ROUTER --num_components 9"
   [t9-objects]="$ROUTER --num_components 9 --route_targets objects --route_weight 0 --route_token_weight 1"
-  [t4-sentences]="$ROUTER --route_targets sentences --route_weight 0 --route_token_weight 1")
+  [t4-sentences]="$ROUTER --route_targets sentences --route_weight 0 --route_token_weight 1"
+  [t9-objects-long]="$ROUTER --num_components 9 --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t6-objects]="$ROUTER --num_components 6 --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t4-objects]="$ROUTER --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t9-objects-noctx]="${ROUTER/--decomposer_context_kernel 15/} --num_components 9 --route_targets objects
+                      --route_weight 0 --route_token_weight 1")
 
 case "$stage" in
 route)
