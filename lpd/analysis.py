@@ -88,7 +88,10 @@ def analyse_decomposition(
     t5, mask = enc.t5_embeds.to(dec.device), enc.t5_mask.to(dec.device)  # the decomposer applies its mask setting
     att = dec.text_attention(t5, mask)[0].float().cpu().numpy()  # (K, T)
     words, scores = word_attention(pipe.tokenizer_3, prompt, att)
-    parts = torch.stack([p[0].float().mean(0) for p in dec(t5, mask)])  # (K, D)
+    parts = torch.stack(dec(t5, mask))[:, 0].float()  # (K, N, D)
+    if dec.config.kind == "router":  # what each component adds to the empty prompt's states (the rest is shared)
+        parts = parts - dec.mask_head.router.blank.float()
+    parts = parts.mean(1)  # (K, D)
     parts = torch.nn.functional.normalize(parts, dim=-1)
     return {"words": words, "word_attention": scores.round(6).tolist(),
             "similarity": (parts @ parts.T).cpu().numpy().round(6).tolist()}

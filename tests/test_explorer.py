@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lpd.core import default_model
 from lpd.explore import held_out_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,10 +124,11 @@ def test_explorer_renders_in_jupyterlab(lab, tmp_path):
         seconds = time.perf_counter() - start
         components = driver.find_elements(By.CSS_SELECTOR, ".lpd-output img.lpd-component")
         table = css(".lpd-output table.lpd-verdicts")
-        assert len(components) == 4  # the embedded default's K
+        K = json.loads((default_model() / "decomposer" / "config.json").read_text())["num_components"]
+        assert len(components) == K  # the embedded default's
         assert driver.find_elements(By.CSS_SELECTOR, ".lpd-status .lpd-error") == []
         rows = table.find_elements(By.TAG_NAME, "tr")
-        assert rows[0].text.split()[-5:] == ["composite", "k0", "k1", "k2", "k3"]
+        assert rows[0].text.split()[-(K + 1):] == ["composite"] + [f"k{k}" for k in range(K)]
         assert len(rows) > 5 * 4  # facts of 4-6 objects, relations, one share per metric
         timing = {"press_to_images_s": round(seconds, 1), "cpu_count": os.cpu_count(),
                   "page": driver.find_element(By.CSS_SELECTOR, ".lpd-similarity").text,  # explore()'s own seconds

@@ -227,3 +227,10 @@ def test_a_router_that_sends_every_token_to_one_component_renders_the_whole_prom
                  sub_prompt_length=64, generator=gen(), **kw).images
     torch.testing.assert_close(nowhere, empty, rtol=1e-4, atol=1e-4)
     assert (got - nowhere).abs().max() > 1e-3  # the premise: the prompt changes the latents (tiny model: ~2e-3)
+
+
+def test_a_routers_similarity_is_what_its_components_add_to_the_empty_prompt():
+    "All tokens in one component: the others add nothing, so no two components are alike (not 1.0 from the blank)."
+    from lpd.analysis import analyse_decomposition
+    sim = np.array(analyse_decomposition(router_copy(tiny_components(), target=1), PROMPTS[0], 64)["similarity"])
+    assert sim[1, 1] == pytest.approx(1.0) and np.abs(sim[~np.eye(3, dtype=bool)]).max() < 1e-6

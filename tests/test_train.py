@@ -403,15 +403,20 @@ def test_compile_transformer_compiles_the_frozen_blocks_and_keeps_loss_and_gradi
 
 
 def test_decomposer_flags_build_what_they_name():
-    "--decomposer_heads / _layers / _attention_mask / _context_kernel reach the decomposer, against a direct build."
+    "--decomposer_heads, _layers, _attention_mask, _context_kernel, _kind reach the decomposer (against a direct build)."
     cfg = parse_args(["--num_components", "3", "--num_tokens", "5", "--decomposer_heads", "4", "--decomposer_layers",
                       "2", "--decomposer_attention_mask", "--decomposer_context_kernel", "3"])
     built = decomposer_from_config(cfg, 32)
     expected = PromptDecomposer(num_components=3, num_tokens=5, width=32, num_heads=4, num_layers=2,
-                                use_attention_mask=True, context_kernel=3)
+                                use_attention_mask=True, context_kernel=3, kind="resampler")
     assert dict(built.config) == dict(expected.config)
     assert {k: tuple(v.shape) for k, v in built.state_dict().items()} == {
         k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    router = decomposer_from_config(parse_args(["--num_components", "3", "--num_tokens", "5", "--decomposer_kind",
+                                                "router"]), 32)
+    assert {k: tuple(v.shape) for k, v in router.state_dict().items()} == {
+        "mask_head.router.blank": (5, 32), "mask_head.router.scores.weight": (4, 32),
+        "mask_head.router.scores.bias": (4,)}
     assert decomposer_from_config(parse_args([]), 32).config.context_kernel == 0  # the original's: no context
     with pytest.raises(ValueError, match="context_kernel must be 0 or an odd"):
         decomposer_from_config(parse_args(["--decomposer_context_kernel", "4"]), 32)
