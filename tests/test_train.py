@@ -403,7 +403,7 @@ def test_compile_transformer_compiles_the_frozen_blocks_and_keeps_loss_and_gradi
 
 
 def test_decomposer_flags_build_what_they_name():
-    "--decomposer_heads, _layers, _attention_mask, _context_kernel, _kind reach the decomposer (against a direct build)."
+    "--decomposer_heads, _layers, _attention_mask, _context_kernel, _kind reach the decomposer, as a direct build."
     cfg = parse_args(["--num_components", "3", "--num_tokens", "5", "--decomposer_heads", "4", "--decomposer_layers",
                       "2", "--decomposer_attention_mask", "--decomposer_context_kernel", "3"])
     built = decomposer_from_config(cfg, 32)
