@@ -29,12 +29,12 @@ from .pipeline import (SPLIT_SETTINGS, PromptDecomposePipeline, TransformerGraph
                           fuse_qkv)
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
-from .routing import route_loss, summed_differences
+from .routing import route_loss, summed_differences, token_route_loss
 from .train import (TrainConfig, build_optimizer, component_predictions, compose, composite_prediction,
                        flow_matching_loss, unconditional_prediction)
 
 # %% auto #0
-__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
+__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'ROUTER', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
            'step_inputs', 'layout_rows', 'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table',
            'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'main']
 
@@ -148,12 +148,24 @@ TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient check
     # at 64 T5 tokens, no gradient) for per-component targets; encodings given, the teacher's T5 too
     "routed": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, False),
     "routed+checkpointing": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, True),
+    # lpd's token router as the embedded default is built (ROUTER: K 9, a context of 15, components of the prompt's
+    # T5 length) with its per-token target: no teacher passes, K + 1 rows a step
+    "router": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router", "route_token_weight": 1.0},
+               False),
+    "router+checkpointing": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router",
+                              "route_token_weight": 1.0}, True),
 }
+ROUTER = dict(num_components=9, context_kernel=15)  # data/toy-sd3/decomposer's, at the scale's width and T5 length
 
 def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "adamw"):
     "A closure running one training step of lpd.train's functions and optimizer (encodings given), fresh state."
     dec, tf, spec = m["decomposer"].train(), m["transformer"], m["spec"]
     settings, checkpointing = TRAIN_SETUPS[setup]
+    router = settings.get("decomposer_kind") == "router"
+    if router:
+        dec = PromptDecomposer(**ROUTER, num_tokens=spec["t5_tokens"], width=tf.config.joint_attention_dim,
+                               use_attention_mask=True, kind="router").to(device).train()
+        dec.set_blank(torch.randn(spec["t5_tokens"], tf.config.joint_attention_dim))
     opt = build_optimizer(TrainConfig(learning_rate=1e-5, **settings), dec.parameters())
     tf.enable_gradient_checkpointing() if checkpointing else tf.disable_gradient_checkpointing()
     D, side = tf.config.joint_attention_dim, size // spec["vae_factor"]
@@ -171,10 +183,21 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
         states = torch.randn(batch * SENTENCES, L, D, device=device, dtype=dtype)  # each sentence's T5 states
         block = torch.arange(SENTENCES) * K // SENTENCES  # the sentences in K blocks, in order
         owners = torch.stack([torch.arange(batch).repeat_interleave(SENTENCES), block.repeat(batch)], 1).to(device)
+    if router:
+        empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1], t5_mask=enc.t5_mask[:1],
+                               pooled_embeds=enc.pooled_embeds[:1])
+        labels = torch.randint(-1, ROUTER["num_components"], (batch, spec["t5_tokens"]), device=device)
+        labels[labels < 0] = -100  # unlabelled tokens, as between a prompt's object sentences
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             noisy = (1 - sigmas) * latents + sigmas * noise
-            if settings.get("route_targets"):
+            if router:
+                parts, scores = dec(enc.t5_embeds, enc.t5_mask, return_scores=True)
+                pred = component_predictions(tf, parts, enc, noisy, timesteps, dtype, "empty", empty)
+                v_u = unconditional_prediction(tf, empty, noisy, timesteps, dtype)
+                loss = (flow_matching_loss(compose(pred, "sum", v_u), latents, noise, sigmas)["loss"]
+                        + token_route_loss(scores, labels))
+            elif settings.get("route_targets"):
                 pred = component_predictions(tf, dec(enc.t5_embeds, enc.t5_mask), enc, noisy, timesteps, dtype,
                                              "empty", empty)
                 v_u = unconditional_prediction(tf, empty, noisy, timesteps, dtype)
