@@ -150,8 +150,8 @@ TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient check
     "routed+checkpointing": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, True),
     # lpd's token router as the embedded default is built (ROUTER: K 9, a context of 15, components of the prompt's
     # T5 length) with its per-token target: no teacher passes, K + 1 rows a step
-    "router": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router", "route_token_weight": 1.0},
-               False),
+    "router": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router",
+                "route_token_weight": 1.0}, False),
     "router+checkpointing": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router",
                               "route_token_weight": 1.0}, True),
 }

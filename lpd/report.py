@@ -18,12 +18,12 @@ import PIL.Image
 
 from .core import running_as_script
 from .analysis import contact_sheet, top_words
-from .judge import aggregate
+from .judge import aggregate, key_facts, read_scene, row_truth
 
 # %% auto #0
 __all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'html_img',
-           'html_page', 'write_run_report', 'build_reports', 'sig3', 'load_study', 'plot_methods_by_bin',
-           'methods_table', 'attention_html', 'interval_table', 'main']
+           'html_page', 'write_run_report', 'build_reports', 'sig3', 'method_file', 'load_study', 'plot_methods_by_bin',
+           'methods_table', 'attention_html', 'interval_table', 'carry_matrix', 'plot_carry', 'main']
 
 # %% ../nbs/12_report.ipynb #04527597
 def _json(path: Path):
@@ -193,15 +193,18 @@ def sig3(x) -> str:
     "A number with 3 significant digits (`nan` for a missing value)."
     return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3g}"
 
+def method_file(results_dir: str | Path, method: str, phrasing: str, name: str) -> Path:
+    "`<dir>/<method>-<phrasing>/<name>` in the first of the comma-separated `results_dir` folders that has it."
+    dirs = [Path(d) for d in str(results_dir).split(",") if d]
+    path = next((p for p in (d / f"{method}-{phrasing}" / name for d in dirs) if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"no results for method {method!r}, phrasing {phrasing!r}: no {method}-{phrasing}/"
+                                f"{name} in {', '.join(map(str, dirs))}")
+    return path
+
 def load_study(results_dir: str | Path, methods: list[str], phrasing: str) -> dict[str, dict]:
-    "metrics.json of `<results_dir>/<method>-<phrasing>` for each method."
-    out = {}
-    for m in methods:
-        path = Path(results_dir) / f"{m}-{phrasing}" / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"no results for method {m!r}, phrasing {phrasing!r}: {path} is missing")
-        out[m] = json.loads(path.read_text())
-    return out
+    "metrics.json of `<results_dir>/<method>-<phrasing>` for each method (`results_dir`: folders, comma-separated)."
+    return {m: json.loads(method_file(results_dir, m, phrasing, "metrics.json").read_text()) for m in methods}
 
 # %% ../nbs/12_report.ipynb #4215fde4
 def plot_methods_by_bin(study: dict[str, dict], labels: dict[str, str], path: Path, title: str = "",
@@ -265,9 +268,7 @@ def interval_table(results_dir: str | Path, methods: list[str], labels: dict[str
     "Per method: each metric over the prompts of each object-count group, `score [lo, hi]` re-bootstrapped from them."
     rows = []
     for method in methods:
-        path = Path(results_dir) / f"{method}-{phrasing}" / "per_prompt.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"no per-prompt scores for method {method!r}, phrasing {phrasing!r}: {path}")
+        path = method_file(results_dir, method, phrasing, "per_prompt.jsonl")
         records = [json.loads(line) for line in path.read_text().splitlines()]
         row = {"method": labels.get(method, method)}
         for a, b in groups:
@@ -278,6 +279,43 @@ def interval_table(results_dir: str | Path, methods: list[str], labels: dict[str
                 row[f"{metric} {a}-{b}"] = f"{summary[metric]:.3f} [{lo:.3f}, {hi:.3f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+# %% ../nbs/12_report.ipynb #51886189
+def carry_matrix(
+    components: list[list[PIL.Image.Image]],  # [k][b]: component k alone for prompt b (`decompose(...).components`)
+    rows: list[dict],  # the prompts' `captions.jsonl` rows (their `scene` and `relations`)
+) -> np.ndarray:
+    "`(9, K)`: the share of the objects in each grid cell that component k's render alone places (NaN: no object)."
+    K = len(components)
+    placed, count = np.zeros((9, K)), np.zeros(9)
+    for b, row in enumerate(rows):
+        scene, relations = row_truth(row)
+        cells = [3 * o.row + o.col for o in scene.objects]
+        np.add.at(count, cells, 1)
+        for k in range(K):
+            found = key_facts(scene, relations, *read_scene(components[k][b]))
+            ok = [f["ok"] for f in found if f["metric"] == "location"]  # one per object, in scene order
+            for cell, yes in zip(cells, ok):
+                placed[cell, k] += yes
+    with np.errstate(invalid="ignore"):
+        return placed / count[:, None]
+
+def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
+    "The carry matrix as a heat map: grid cell down, component across, the share in each square."
+    plt, fig, ax = _figure(0.55 * matrix.shape[1] + 2, 4.2)
+    im = ax.imshow(np.nan_to_num(matrix, nan=0.0), vmin=0, vmax=1, cmap="viridis")
+    for (i, k), v in np.ndenumerate(matrix):
+        if not np.isnan(v):
+            ax.text(k, i, f"{v:.2f}".lstrip("0"), ha="center", va="center", fontsize=7,
+                    color="black" if v > 0.6 else "white")
+    names = [f"{r} {c}" for r in ("top", "middle", "bottom") for c in ("left", "centre", "right")]
+    ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"k{k}" for k in range(matrix.shape[1])], yticks=range(9),
+           yticklabels=names, xlabel="component rendered alone", ylabel="object's cell", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 # %% ../nbs/12_report.ipynb #ad56d5fe
 def main(argv: list[str] | None = None) -> int:

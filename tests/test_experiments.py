@@ -105,7 +105,7 @@ def test_study_template(tiny_dir, tmp_path):
     run = run_template("study", tmp_path / "study", {
         "results_dir": str(tmp_path / "results"), "methods": ",".join(methods), "labels": "whole|split|decomposer",
         "pretrained_model_name_or_path": str(tiny_dir), "decomposers": f"dec:{decomposer}", "sheet_sizes": "2,3,4",
-        "num_inference_steps": 2})
+        "num_inference_steps": 2, "carry_prompts": 2})
     assert {"by_size_train.png", "by_size_eval.png", "table_train.csv", "table_eval.csv", "study.html",
             "similarity.json"} <= {p.name for p in run.iterdir()}
     table = (run / "table_train.csv").read_text().splitlines()
@@ -115,7 +115,13 @@ def test_study_template(tiny_dir, tmp_path):
     sheets = sorted((run / "dec").glob("*_sheet.png"))
     assert len(sheets) == len(sizes) and len(json.loads((run / "similarity.json").read_text())) == len(sizes)
     page = (run / "study.html").read_text()
-    assert page.count("<img ") == 2 + 2 * len(sizes)  # two figures; a sheet and a similarity map per prompt
+    prompts = [json.loads(line) for line in (tmp_path / "results" / "base-full-train" / "prompts.jsonl")
+               .read_text().splitlines()]
+    carried = [r for r in prompts if r["num_objects"] >= 4][:2]  # section 3's prompts
+    carry = json.loads((run / "carry.json").read_text())
+    assert list(carry) == (["dec"] if carried else []) and all(len(m) == 9 and len(m[0]) == 4 for m in carry.values())
+    # two figures; a sheet and a similarity map per prompt; the carry matrix
+    assert page.count("<img ") == 2 + 2 * len(sizes) + bool(carried)
     assert page.count("<b>k") == 4 * len(sizes)  # a word strip per component (the tiny decomposer has 4)
 
 
