@@ -105,7 +105,7 @@ def test_study_template(tiny_dir, tmp_path):
     run = run_template("study", tmp_path / "study", {
         "results_dir": str(tmp_path / "results"), "methods": ",".join(methods), "labels": "whole|split|decomposer",
         "pretrained_model_name_or_path": str(tiny_dir), "decomposers": f"dec:{decomposer}", "sheet_sizes": "2,3,4",
-        "num_inference_steps": 2, "carry_prompts": 2})
+        "num_inference_steps": 2, "carry_prompts": 2, "phrasings": "train,eval"})
     assert {"by_size_train.png", "by_size_eval.png", "table_train.csv", "table_eval.csv", "study.html",
             "similarity.json"} <= {p.name for p in run.iterdir()}
     table = (run / "table_train.csv").read_text().splitlines()
