@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +311,8 @@ def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
                     color="black" if v > 0.6 else "white")
     names = [f"{r} {c}" for r in ("top", "middle", "bottom") for c in ("left", "centre", "right")]
     ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"k{k}" for k in range(matrix.shape[1])], yticks=range(9),
-           yticklabels=names, xlabel="component rendered alone", ylabel="object's cell", title=title)
+           yticklabels=names, xlabel="component rendered alone", ylabel="object's cell")
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
