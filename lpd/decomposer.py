@@ -233,6 +233,8 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def set_blank(self, states: torch.Tensor) -> None:
         "The router's blank: the empty prompt's T5 states `(num_tokens, width)` (or `(1, num_tokens, width)`)."
+        if self.config.kind != "router":
+            raise ValueError(f"set_blank needs kind='router', this decomposer is a {self.config.kind}")
         blank = self.mask_head.router.blank
         if states.shape[-2:] != blank.shape:
             raise ValueError(f"set_blank needs the empty prompt's T5 states {tuple(blank.shape)}, "

@@ -124,7 +124,7 @@ def sentence_of_tokens(tokenizer, text: str, length: int) -> list[int]:
     out = [-1] * length
     for t, (a, b) in enumerate(offsets):
         if b > a:
-            out[t] = next(i for i, (_, end) in enumerate(spans) if a < end)
+            out[t] = next((i for i, (_, end) in enumerate(spans) if a < end), len(spans) - 1)
     return out
 
 def named_object(sentence: str, scene: Scene) -> ShapeObject | None:

@@ -168,7 +168,7 @@ class TrainConfig:
                                      "against the T5 states of its texts joined, at N tokens")
     route_token_weight: float = _f(0.0, "weight of the per-token routing loss of a --decomposer_kind router: "
                                         "cross-entropy of each token's component against its sentence's "
-                                        "(lpd.routing.token_routes; no teacher passes)")
+                                        "(lpd.routing.token_routes); it needs no teacher: add --route_weight 0")
     route_length: int = _f(64, "T5 tokens of each of the teacher's texts")
     route_batch_size: int = _f(256, "teacher texts per transformer call")
     diversity_weight: float = _f(0.0, "the original authors' component-diversity regularizer: squared off-diagonal "
