@@ -89,7 +89,11 @@ declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unl
   [t6-objects]="$ROUTER --num_components 6 --route_targets objects --route_weight 0 --route_token_weight 1"
   [t4-objects]="$ROUTER --route_targets objects --route_weight 0 --route_token_weight 1"
   [t9-objects-noctx]="${ROUTER/--decomposer_context_kernel 15/} --num_components 9 --route_targets objects
-                      --route_weight 0 --route_token_weight 1")
+                      --route_weight 0 --route_token_weight 1"
+  [t1-objects]="$ROUTER --num_components 1 --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t2-objects]="$ROUTER --num_components 2 --route_targets objects --route_weight 0 --route_token_weight 1"
+  [t9-objects-div]="$ROUTER --num_components 9 --route_targets objects --route_weight 0 --route_token_weight 1
+                    --diversity_weight 0.1")
 
 case "$stage" in
 route)
