@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import free_memory
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from .core import resolve_device, resolve_dtype, running_as_script, save_json
+from .core import default_model, resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
 from .pipeline import (SPLIT_SETTINGS, PromptDecomposePipeline, TransformerGraphs, compile_blocks, fp8_blocks,
@@ -34,7 +34,7 @@ from .train import (TrainConfig, build_optimizer, component_predictions, compose
                        flow_matching_loss, unconditional_prediction)
 
 # %% auto #0
-__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'ROUTER', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
+__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
            'step_inputs', 'layout_rows', 'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table',
            'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'main']
 
@@ -148,14 +148,13 @@ TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient check
     # at 64 T5 tokens, no gradient) for per-component targets; encodings given, the teacher's T5 too
     "routed": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, False),
     "routed+checkpointing": ({"component_clip": "empty", "composition": "sum", "route_targets": "sentences"}, True),
-    # lpd's token router as the embedded default is built (ROUTER: K 9, a context of 15, components of the prompt's
-    # T5 length) with its per-token target: no teacher passes, K + 1 rows a step
+    # lpd's token router built as the embedded default's (its K and context kernel; components of the prompt's T5
+    # length) with its per-token target: no teacher passes, K + 1 rows a step
     "router": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router",
                 "route_token_weight": 1.0}, False),
     "router+checkpointing": ({"component_clip": "empty", "composition": "sum", "decomposer_kind": "router",
                               "route_token_weight": 1.0}, True),
 }
-ROUTER = dict(num_components=9, context_kernel=15)  # data/toy-sd3/decomposer's, at the scale's width and T5 length
 
 def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "adamw"):
     "A closure running one training step of lpd.train's functions and optimizer (encodings given), fresh state."
@@ -163,7 +162,9 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     settings, checkpointing = TRAIN_SETUPS[setup]
     router = settings.get("decomposer_kind") == "router"
     if router:
-        dec = PromptDecomposer(**ROUTER, num_tokens=spec["t5_tokens"], width=tf.config.joint_attention_dim,
+        shipped = PromptDecomposer.load_config(default_model() / "decomposer")  # at this scale's width and length
+        dec = PromptDecomposer(num_components=shipped["num_components"], context_kernel=shipped["context_kernel"],
+                               num_tokens=spec["t5_tokens"], width=tf.config.joint_attention_dim,
                                use_attention_mask=True, kind="router").to(device).train()
         dec.set_blank(torch.randn(spec["t5_tokens"], tf.config.joint_attention_dim))
     opt = build_optimizer(TrainConfig(learning_rate=1e-5, **settings), dec.parameters())
@@ -186,7 +187,7 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     if router:
         empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1], t5_mask=enc.t5_mask[:1],
                                pooled_embeds=enc.pooled_embeds[:1])
-        labels = torch.randint(-1, ROUTER["num_components"], (batch, spec["t5_tokens"]), device=device)
+        labels = torch.randint(-1, dec.config.num_components, (batch, spec["t5_tokens"]), device=device)
         labels[labels < 0] = -100  # unlabelled tokens, as between a prompt's object sentences
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):

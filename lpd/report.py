@@ -20,6 +20,7 @@ import PIL.Image
 from .core import running_as_script
 from .analysis import contact_sheet, top_words
 from .judge import aggregate, key_facts, read_scene, row_truth
+from .shapes import COLS, ROWS
 
 # %% auto #0
 __all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'html_img',
@@ -291,7 +292,7 @@ def carry_matrix(
     placed, count = np.zeros((9, K)), np.zeros(9)
     for b, row in enumerate(rows):
         scene, relations = row_truth(row)
-        cells = [3 * o.row + o.col for o in scene.objects]
+        cells = [o.cell for o in scene.objects]
         np.add.at(count, cells, 1)
         for k in range(K):
             found = key_facts(scene, relations, *read_scene(components[k][b]))
@@ -309,7 +310,7 @@ def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
         if not np.isnan(v):
             ax.text(k, i, f"{v:.2f}".lstrip("0"), ha="center", va="center", fontsize=7,
                     color="black" if v > 0.6 else "white")
-    names = [f"{r} {c}" for r in ("top", "middle", "bottom") for c in ("left", "centre", "right")]
+    names = [f"{r} {c}" for r in ROWS for c in COLS]  # in cell order
     ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"k{k}" for k in range(matrix.shape[1])], yticks=range(9),
            yticklabels=names, xlabel="component rendered alone", ylabel="object's cell")
     ax.set_title(textwrap.fill(title, 48), fontsize=9)

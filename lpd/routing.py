@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .shapes import COLS, Scene, ShapeObject, short_caption
+from .shapes import Scene, ShapeObject, short_caption
 from .text import PromptEncoding, encode_long_prompt, sentences
 
 # %% auto #0
@@ -36,7 +36,7 @@ def object_texts(scene: Scene, k: int, rng: random.Random, phrasing: str = "trai
         raise ValueError(f"k must be a positive number of components, got {k}")
     groups = [[] for _ in range(k)]
     for o in scene.objects:
-        groups[(len(COLS) * o.row + o.col) % k].append(short_caption(Scene(scene.background, [o]), rng, phrasing))
+        groups[o.cell % k].append(short_caption(Scene(scene.background, [o]), rng, phrasing))
     return groups
 
 # %% ../nbs/06b_routing.ipynb #6afde529
@@ -153,7 +153,7 @@ def token_routes(mode: str, tokenizer, captions: list[str], truths: list[str | N
         else:
             scene = Scene.from_json(truth)
             objects = [named_object(s, scene) for s in said]
-            owner = [-100 if o is None else (len(COLS) * o.row + o.col) % k for o in objects]
+            owner = [-100 if o is None else o.cell % k for o in objects]
         for t, s in enumerate(sentence_of_tokens(tokenizer, caption, length)):
             if s >= 0:
                 out[b, t] = int(owner[s])

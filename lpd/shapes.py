@@ -54,6 +54,11 @@ class ShapeObject:
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
 
+    @property
+    def cell(self) -> int:
+        "The grid cell's index, `3 * row + col`: 0 top left, 8 bottom right."
+        return len(COLS) * self.row + self.col
+
 @dataclass
 class Scene:
     "A background colour and objects in distinct cells."

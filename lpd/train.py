@@ -411,12 +411,13 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     pred = component_predictions(pipe.transformer, parts, enc, noisy, timesteps, dtype, cfg.component_clip,
                                  frozen.empty)  # (K, B, C, h, w)
     v_u = None
-    if cfg.composition == "sum" or routed:
+    if cfg.composition == "sum" or (routed and cfg.route_weight):  # the sum rule's base, the teacher's origin
         v_u = unconditional_prediction(pipe.transformer, frozen.empty, noisy, timesteps, dtype)
     losses = flow_matching_loss(compose(pred, cfg.composition, v_u), latents, noise, sigmas, cfg.weighting_scheme,
                                 cfg.precondition_outputs, teacher)
     if routed:
-        texts = route_texts(cfg.route_targets, captions, batch["truths"], len(parts), str(cfg.seed))
+        if cfg.route_weight or cfg.route_t5_weight:  # each component's texts (the per-token target needs none)
+            texts = route_texts(cfg.route_targets, captions, batch["truths"], len(parts), str(cfg.seed))
         if cfg.route_token_weight:
             labels = token_routes(cfg.route_targets, pipe.tokenizer_3, captions, batch["truths"], len(parts),
                                   scores.shape[1])

@@ -23,23 +23,17 @@ import torch
 from lpd.evaluate import shapes_eval_prompts
 from lpd.judge import aggregate, judge_row
 from lpd.pipeline import SPLIT_SETTINGS, load_pipeline, text_composer
+from lpd.routing import sentence_of_tokens
 from lpd.text import encode_long_prompt, sentences
 
 WAYS = ("alone", "context", "context-pad")
 
 def sentence_tokens(tokenizer, prompt: str) -> list[list[int]]:
     "For each sentence of `prompt`, the positions of its T5 tokens in the whole prompt's encoding."
-    spans, pos = [], 0
-    for s in sentences(prompt):
-        start = prompt.index(s, pos)
-        spans.append((start, start + len(s)))
-        pos = start + len(s)
-    offsets = tokenizer(prompt, return_offsets_mapping=True, truncation=True, max_length=512)["offset_mapping"]
-    out = [[] for _ in spans]
-    for t, (a, b) in enumerate(offsets):
-        if b > a:
-            k = next(i for i, (s, e) in enumerate(spans) if a < e)
-            out[k].append(t)
+    out = [[] for _ in sentences(prompt)]
+    for t, s in enumerate(sentence_of_tokens(tokenizer, prompt, 512)):
+        if s >= 0:
+            out[s].append(t)
     return out
 
 class ContextComposer:
