@@ -158,6 +158,10 @@ class TrainConfig:
     logit_std: float = _f(1.0, "logit_normal std")
     mode_scale: float = _f(1.29, "mode scale")
     precondition_outputs: int = _f(1, "0: velocity loss; 1: x0 loss (diff); 2: kd only; 3: diff + kd")
+    kd_teacher: str = _f("prompt", "the kd target (--precondition_outputs 2 or 3): prompt (the frozen model given the "
+                                   "whole prompt, the original's); sentences (the sentence composite: the empty "
+                                   "prompt's prediction plus each sentence's T5-only difference from it); objects "
+                                   "(the same per object of the scene: the shapes world's oracle; real data lacks it)")
     # routing (lpd.routing): targets per component, beside the composite loss
     route_targets: str = _f("none", "each component's share of the prompt: none; sentences (the caption's sentences "
                                     "in K blocks, in order); objects (the shapes world: each object's own caption, by "
@@ -399,8 +403,8 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     with torch.no_grad():
         latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch, cfg, generator)
         enc = prompt_encoding(frozen, captions, cfg, latents.device)
-        teacher = None
-        if cfg.precondition_outputs >= 2:  # the frozen model's own prediction with the full prompt
+        teacher, composed = None, cfg.precondition_outputs >= 2 and cfg.kd_teacher != "prompt"
+        if cfg.precondition_outputs >= 2 and not composed:  # the frozen model's own prediction with the full prompt
             full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype)
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(dtype), return_dict=False)[0]
@@ -411,8 +415,12 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     pred = component_predictions(pipe.transformer, parts, enc, noisy, timesteps, dtype, cfg.component_clip,
                                  frozen.empty)  # (K, B, C, h, w)
     v_u = None
-    if cfg.composition == "sum" or (routed and cfg.route_weight):  # the sum rule's base, the teacher's origin
+    if cfg.composition == "sum" or (routed and cfg.route_weight) or composed:  # the sum rule's, the teachers' base
         v_u = unconditional_prediction(pipe.transformer, frozen.empty, noisy, timesteps, dtype)
+    if composed:  # the composite of every sentence (or object), guidance 1: one component holding all the texts
+        texts = route_texts(cfg.kd_teacher, captions, batch["truths"], 1, str(cfg.seed))
+        teacher = v_u + teacher_differences(pipe, texts, noisy, timesteps, v_u, frozen.empty, cfg.route_length,
+                                            cfg.route_batch_size)[:, 0].to(v_u.dtype)
     losses = flow_matching_loss(compose(pred, cfg.composition, v_u), latents, noise, sigmas, cfg.weighting_scheme,
                                 cfg.precondition_outputs, teacher)
     if routed:
@@ -564,6 +572,14 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--route_targets {cfg.route_targets} encodes its teacher's texts with T5 at every step; an "
                          "--encoding_cache holds no T5 encoder: train without --encoding_cache")
     check_max_sequence_length(cfg.route_length, "--route_length")
+    if cfg.kd_teacher not in ("prompt", *ROUTE_TARGETS[1:]):
+        raise ValueError(f"--kd_teacher must be prompt, sentences or objects, got {cfg.kd_teacher!r}")
+    if cfg.kd_teacher != "prompt" and cfg.precondition_outputs < 2:
+        raise ValueError(f"--kd_teacher {cfg.kd_teacher} is the target of the kd loss, which --precondition_outputs "
+                         f"{cfg.precondition_outputs} does not compute: add --precondition_outputs 2 (kd only) or 3")
+    if cfg.kd_teacher != "prompt" and cfg.encoding_cache:
+        raise ValueError(f"--kd_teacher {cfg.kd_teacher} encodes its teacher's texts with T5 at every step; an "
+                         "--encoding_cache holds no T5 encoder: train without --encoding_cache")
     if cfg.decomposer_kind not in DECOMPOSER_KINDS:
         raise ValueError(f"--decomposer_kind must be one of {', '.join(DECOMPOSER_KINDS)}, "
                          f"got {cfg.decomposer_kind!r}")
@@ -632,7 +648,8 @@ def fit(cfg: TrainConfig) -> dict:
     cfg = dataclasses.replace(cfg, component_clip=decomposer.config.component_clip,  # resolved: the log says what ran
                               composition=decomposer.config.composition)
     router = decomposer.config.kind == "router"
-    if cfg.component_clip == "empty" or cfg.composition == "sum" or cfg.route_targets != "none" or router:
+    teachers = cfg.route_targets != "none" or cfg.kd_teacher != "prompt"  # T5-only texts: the empty CLIP part
+    if cfg.component_clip == "empty" or cfg.composition == "sum" or teachers or router:
         frozen.empty = empty_condition(frozen, decomposer.config.num_tokens, cfg.composition, accelerator.device)
     if router:  # the empty prompt's T5 states, where a component does not take a token (saved with the weights)
         decomposer.set_blank(frozen.empty.t5_embeds[0])

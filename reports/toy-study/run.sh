@@ -26,7 +26,8 @@
 # Issue 27, decomposers taught to route (lpd.routing), on the open-world toy; K 4 / 9, T5-only components, sum rule:
 #   route [NAME...]   the decomposers' data (OPEN_SCENES=10000), then the named runs of ROUTES in parallel (STEPS=400,
 #                     held-out judging of 32 prompts every 100 steps), each followed by its row (training phrasings,
-#                     SEEDS=0,1,2); default: every run of ROUTES
+#                     SEEDS=0,1,2); default: every run of ROUTES. MODEL= another base and TAG= a prefix of the
+#                     runs' names, as in rows (TAG=closed- with the closed-world toy: the control's rows)
 #   pack OUT   what the report needs, without images, as OUT/toy-study.tar.* (parts of 15 MB: the GPU lease's limit)
 #   unpack DIR the parts in DIR -> reports/toy-study/{results,decomposers}
 set -euo pipefail
@@ -93,7 +94,11 @@ declare -A ROUTES=(  # name -> lpd-train flags over toy_decomposer.yaml (K 4 unl
   [t1-objects]="$ROUTER --num_components 1 --route_targets objects --route_weight 0 --route_token_weight 1"
   [t2-objects]="$ROUTER --num_components 2 --route_targets objects --route_weight 0 --route_token_weight 1"
   [t9-objects-div]="$ROUTER --num_components 9 --route_targets objects --route_weight 0 --route_token_weight 1
-                    --diversity_weight 0.1")
+                    --diversity_weight 0.1"
+  # the composite alone, distilled toward the sentence composite or the per-object oracle's (no per-component target)
+  [t9-kd-sentences]="$ROUTER --num_components 9 --precondition_outputs 2 --kd_teacher sentences"
+  [t9-kd-objects]="$ROUTER --num_components 9 --precondition_outputs 2 --kd_teacher objects"
+  [t9-kd-sentences-long]="$ROUTER --num_components 9 --precondition_outputs 2 --kd_teacher sentences")
 
 case "$stage" in
 route)
@@ -101,9 +106,11 @@ route)
   [ -f runs/shapes-long6/captions.jsonl ] || SCENES=${OPEN_SCENES:-10000} bash $0 data > $RUN/data.log 2>&1
   names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${!ROUTES[@]}")
   for name in "${names[@]}"; do
-    (bash $0 train "$name" --component_clip empty --composition sum ${ROUTES[$name]:?unknown run $name} \
-       --max_train_steps ${STEPS:-400} --checkpointing_steps 200 --validation_steps ${EVERY:-100} --judge_prompts 32 \
-       > $RUN/$name.log 2>&1 && one "$name" train ${SEEDS:-0,1,2} --decomposer_ckpt $RUN/$name) &
+    run=${TAG:-}$name
+    (bash $0 train "$run" --pretrained_model_name_or_path $MODEL --component_clip empty --composition sum \
+       ${ROUTES[$name]:?unknown run $name} --max_train_steps ${STEPS:-400} --checkpointing_steps 200 \
+       --validation_steps ${EVERY:-100} --judge_prompts 32 > $RUN/$run.log 2>&1 \
+       && one "$run" train ${SEEDS:-0,1,2} --decomposer_ckpt $RUN/$run) &
   done
   wait
   ;;
