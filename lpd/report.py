@@ -215,20 +215,25 @@ def plot_methods_by_bin(study: dict[str, dict], labels: dict[str, str], path: Pa
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), sharey=True)
+    ncol = 3 if len(study) > 8 else 2  # the legend goes under the panels, so that no curve hides behind it
+    legend_rows = -(-len(study) // ncol)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4 + 0.2 * legend_rows), sharey=True)
+    colours, styles = plt.get_cmap("tab20").colors, ("-", "--", ":")  # 20 colours, then another line style
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         for i, (method, m) in enumerate(study.items()):
             bins = m["by_num_objects"]
-            x = np.array([b["bin"] for b in bins], dtype=float) + (i - len(study) / 2) * 0.06  # dodge
+            x = np.array([b["bin"] for b in bins], dtype=float) + (i / max(len(study) - 1, 1) - 0.5) * 0.5  # dodge
             y = np.array([b[metric] for b in bins])
             lo, hi = np.array([b[metric + "_ci"][0] for b in bins]), np.array([b[metric + "_ci"][1] for b in bins])
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", ms=3, capsize=2, label=labels.get(method, method))
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", ms=3, capsize=2, color=colours[i % 20],
+                        linestyle=styles[i // 20 % 3], label=labels.get(method, method))
         ax.set(title=metric, xlabel="objects in the prompt", ylim=(-0.02, 1.02))
         ax.set_xticks(sorted({b["bin"] for m in study.values() for b in m["by_num_objects"]}))
     np.atleast_1d(axes)[0].set_ylabel("judge score")
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper right")
+    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2 * legend_rows / (3.4 + 0.2 * legend_rows) + 0.02, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
