@@ -33,6 +33,7 @@ def test_clean_renders():
     assert all(v >= 0.99 for v in scores.values()), scores
 
 
+@pytest.mark.slow  # the judge's validation over hundreds of renders: ~1-4 s each, 18 s in all
 @pytest.mark.parametrize("kind", DEGRADATIONS)
 def test_degraded_renders(kind):
     rng = random.Random(2)
@@ -41,6 +42,7 @@ def test_degraded_renders(kind):
     assert all(v >= 0.97 for v in scores.values()), scores
 
 
+@pytest.mark.slow  # the judge's validation over hundreds of renders: ~1-4 s each, 18 s in all
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_corruptions_are_caught(kind):
     rng = random.Random(4)
@@ -53,6 +55,7 @@ def test_corruptions_are_caught(kind):
     assert caught / n >= 0.99
 
 
+@pytest.mark.slow
 def test_random_images_score_near_zero():
     "The judge is not fooled by noise: uniform random pixels find no objects."
     rng = np.random.default_rng(0)
