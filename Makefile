@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 DEMO_DIR ?= reports/demo
 
-.PHONY: env demo lab test check-sync readme clean-env
+.PHONY: env demo lab test mutate check-sync readme clean-env
 env: $(VENV)/.installed
 
 $(VENV)/.installed: settings.ini setup.py
@@ -33,6 +33,13 @@ test: env check-sync
 	$(BIN)/ruff check nbs tests .ci
 	cd nbs && ../$(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q tests
+
+# mutation testing of setup.cfg's only_mutate modules (not part of `make test`): mutmut keeps its results in
+# mutants/, so a second run goes on where the first stopped; MODULE=routing does one module. Reports:
+# reports/mutation/<module>.md (counts, score, each survivor's diff)
+mutate: env
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run $(if $(MODULE),"lpd.$(MODULE).*")
+	$(BIN)/python .ci/mutation_report.py $(MODULE)
 
 # notebooks clean and lpd/ + README.md in sync with them: nbdev_clean, nbdev_export and the README
 # export must change nothing (the nbdev CI action's checks)

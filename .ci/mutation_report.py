@@ -1,0 +1,52 @@
+"""Write reports/mutation/<module>.md from mutmut's results in mutants/ (after `make mutate`).
+
+Usage: python .ci/mutation_report.py [MODULE ...]   (default: every module mutmut has results for)
+Each report gives the command, the commit, the counts by status and every survivor's one-line diff.
+"""
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_diff(name: str) -> str:
+    "The mutant's changed line, `old -> new`, from `mutmut show` (whitespace squeezed)."
+    shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True,
+                           text=True).stdout.splitlines()
+    old = [line[1:].strip() for line in shown if line.startswith("-") and not line.startswith("---")]
+    new = [line[1:].strip() for line in shown if line.startswith("+") and not line.startswith("+++")]
+    return f"`{' '.join(old)}` -> `{' '.join(new)}`"
+
+
+def report(module: str) -> Path:
+    meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
+    status = {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
+    counts = Counter(status.values())
+    checked = sum(counts[s] for s in ("killed", "survived", "timeout", "suspicious", "segfault"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    lines = [f"# Mutation testing of `lpd/{module}.py`", "",
+             f"Command: `make mutate MODULE={module}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.",
+             "Tests: `tests/test_notebooks.py`, the notebook's own tests run against the package.", "",
+             "| status | mutants |", "|---|---|"]
+    lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    score = counts["killed"] / checked if checked else float("nan")
+    lines += ["", f"Score: {counts['killed']} killed of {checked} checked = **{score:.1%}**.", "",
+              "## Survivors", ""]
+    lines += [f"- `{name}`: {one_line_diff(name)}" for name, s in sorted(status.items()) if s == "survived"]
+    out = ROOT / "reports" / "mutation" / f"{module}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"{out}: {counts['killed']}/{checked} killed ({score:.1%}), {counts['survived']} survived")
+    return out
+
+
+if __name__ == "__main__":
+    modules = sys.argv[1:] or sorted(p.name[:-len(".py.meta")] for p in (ROOT / "mutants" / "lpd").glob("*.py.meta"))
+    for module in modules:
+        report(module)

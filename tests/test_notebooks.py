@@ -1,0 +1,53 @@
+"""The notebooks' own tests, run against the `lpd` package instead of the notebooks' definitions.
+
+`nbdev_test` runs a notebook whole: its tests check the functions its export cells define in the kernel. Here each
+notebook's test cells run in a namespace that starts as its module's (`lpd.<default_exp>`), and its export cells are
+skipped, so a change made in `lpd/` that those tests would notice fails here. That is what mutation testing of
+`lpd/` needs (`make mutate`): mutmut changes the package's files and runs pytest.
+"""
+import importlib
+import os
+
+import pytest
+from execnb.shell import CaptureShell
+from nbdev.frontmatter import FrontmatterProc
+from nbdev.process import NBProcessor
+
+from lpd.core import repo_root
+
+SKIP = {"export", "exporti", "exports", "default_exp", "notest", "slow", "cuda"}  # nbdev's and settings.ini's flags
+NOTEBOOKS = ["03_text", "06b_routing"]  # the modules that `make mutate` covers; each runs in a few seconds
+
+
+def skipped(cell) -> bool:
+    "A cell that defines the module (or that nbdev_test would not run)."
+    if cell.cell_type != "code" or "nbdev_export" + "(" in cell.source:
+        return True
+    flags = getattr(cell, "directives_", {}) or {}
+    return bool(SKIP & flags.keys()) or flags.get("eval:", [""])[0].lower() == "false"
+
+
+def run_against_package(name: str) -> None:
+    "Run notebook `nbs/<name>.ipynb`'s test cells in its module's namespace; raise on the first failing cell."
+    path = repo_root() / "nbs" / f"{name}.ipynb"
+    nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
+    module = next(c.directives_["default_exp"][0] for c in nb.cells if "default_exp" in (c.directives_ or {}))
+    shell = CaptureShell(path)
+    names = {k: v for k, v in vars(importlib.import_module(f"lpd.{module}")).items() if not k.startswith("__")}
+    shell.user_ns.update(names)
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # as nbdev_test runs it
+    try:
+        for cell in nb.cells:
+            if skipped(cell):
+                continue
+            shell.cell(cell)
+            if shell.exc:
+                raise AssertionError(f"{name}.ipynb, cell {cell.idx_}:\n{cell.source}\n{shell.prettytb(fname=path)}")
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_tests_pass_on_the_package(name):
+    run_against_package(name)
