@@ -1,7 +1,8 @@
 """Write reports/mutation/<module>.md from mutmut's results in mutants/ (after `make mutate`).
 
 Usage: python .ci/mutation_report.py [MODULE ...]   (default: every module mutmut has results for)
-Each report gives the command, the commit, the counts by status and every survivor's one-line diff.
+Each report gives the command, the commit, the counts by status and every survivor's one-line diff, with the reason
+it is equivalent (`.ci/mutation_equivalent.json`, or a docstring's text) or "not killed yet".
 """
 import json
 import subprocess
@@ -23,7 +24,14 @@ def one_line_diff(name: str) -> str:
     return f"`{' '.join(old)}` -> `{' '.join(new)}`"
 
 
+def is_docstring(diff: str) -> bool:
+    "A mutant of a one-line docstring (or another bare string statement): no behaviour changes."
+    old = diff.split("` -> `")[0].strip("`")
+    return old.startswith('"') and old.endswith('"') and not old.startswith('f"')
+
+
 def report(module: str) -> Path:
+    reasons = json.loads((ROOT / ".ci" / "mutation_equivalent.json").read_text())
     meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
     status = {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
     counts = Counter(status.values())
@@ -35,10 +43,16 @@ def report(module: str) -> Path:
              "Tests: `tests/test_notebooks.py`, the notebook's own tests run against the package.", "",
              "| status | mutants |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    survivors = {name: one_line_diff(name) for name, s in sorted(status.items()) if s == "survived"}
+    why = {name: "docstring text" if is_docstring(diff) else reasons.get(name, "**not killed yet**")
+           for name, diff in survivors.items()}
+    equivalent = sum(1 for reason in why.values() if reason != "**not killed yet**")
     score = counts["killed"] / checked if checked else float("nan")
-    lines += ["", f"Score: {counts['killed']} killed of {checked} checked = **{score:.1%}**.", "",
-              "## Survivors", ""]
-    lines += [f"- `{name}`: {one_line_diff(name)}" for name, s in sorted(status.items()) if s == "survived"]
+    kept = counts["killed"] / (checked - equivalent) if checked > equivalent else float("nan")
+    lines += ["", f"Score: {counts['killed']} killed of {checked} checked = **{score:.1%}**; {equivalent} of the "
+              f"{len(survivors)} survivors are equivalent (below), so {kept:.1%} of the mutants that change "
+              "behaviour are killed.", "", "## Survivors", ""]
+    lines += [f"- `{name}`: {diff} ({why[name]})" for name, diff in survivors.items()]
     out = ROOT / "reports" / "mutation" / f"{module}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
