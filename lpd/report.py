@@ -23,9 +23,10 @@ from .judge import aggregate, key_facts, read_scene, row_truth
 from .shapes import COLS, ROWS
 
 # %% auto #0
-__all__ = ['load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet', 'html_img',
-           'html_page', 'write_run_report', 'build_reports', 'sig3', 'method_file', 'load_study', 'plot_methods_by_bin',
-           'methods_table', 'attention_html', 'interval_table', 'carry_matrix', 'plot_carry', 'main']
+__all__ = ['PASS_SPLITS', 'load_run', 'runs_frame', 'plot_loss', 'plot_attention', 'plot_similarity', 'decomposition_sheet',
+           'html_img', 'html_page', 'write_run_report', 'build_reports', 'sig3', 'method_file', 'load_study',
+           'plot_methods_by_bin', 'methods_table', 'attention_html', 'interval_table', 'passes_per_step',
+           'passes_column', 'carry_matrix', 'plot_carry', 'main']
 
 # %% ../nbs/12_report.ipynb #04527597
 def _json(path: Path):
@@ -286,6 +287,24 @@ def interval_table(results_dir: str | Path, methods: list[str], labels: dict[str
                 row[f"{metric} {a}-{b}"] = f"{summary[metric]:.3f} [{lo:.3f}, {hi:.3f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+# %% ../nbs/12_report.ipynb #cdec8a8d
+PASS_SPLITS = {"sentences": "split", "objects": "oracle_objects", "pairs": "oracle_pairs"}
+
+def passes_per_step(spec: str, row: dict) -> int:
+    "Transformer passes one sampling step takes for prompt `row`: `spec` is a number or `1+sentences|objects|pairs`."
+    if spec.isdigit():
+        return int(spec)
+    one, _, per = spec.partition("+")
+    if one != "1" or per not in PASS_SPLITS:
+        raise ValueError(f"a passes spec is a number or 1+sentences, 1+objects or 1+pairs, got {spec!r}")
+    from lpd.evaluate import baseline_rows  # the sub-prompts as lpd-eval builds them (its import of torch waits)
+    return 1 + len(baseline_rows([row], PASS_SPLITS[per], num_components=None)[0]["sub_prompts"])
+
+def passes_column(rows: list[dict], spec: str, group: tuple[int, int]) -> float:
+    "The mean passes per step over the prompts of `group`'s object counts."
+    a, b = group
+    return float(np.mean([passes_per_step(spec, r) for r in rows if a <= r["num_objects"] <= b]))
 
 # %% ../nbs/12_report.ipynb #51886189
 def carry_matrix(

@@ -1,5 +1,6 @@
 """The papermill templates of nbs/experiments run end to end on the tiny SD3 and fill their run folders; the
 report's HTML page renders in headless Chromium with every image loaded."""
+import csv
 import html
 import json
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from lpd.core import repo_root
 from lpd.runs import run_template
+from lpd.text import sentences
 
 TEMPLATES = repo_root() / "nbs" / "experiments"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -105,13 +107,19 @@ def test_study_template(tiny_dir, tmp_path):
     run = run_template("study", tmp_path / "study", {
         "results_dir": str(tmp_path / "results"), "methods": ",".join(methods), "labels": "whole|split|decomposer",
         "pretrained_model_name_or_path": str(tiny_dir), "decomposers": f"dec:{decomposer}", "sheet_sizes": "2,3,4",
-        "num_inference_steps": 2, "carry_prompts": 2, "phrasings": "train,eval"})
+        "num_inference_steps": 2, "carry_prompts": 2, "phrasings": "train,eval",
+        "passes": "base-full:2,base-split:1+sentences,dec:5"})
     assert {"by_size_train.png", "by_size_eval.png", "table_train.csv", "table_eval.csv", "study.html",
             "similarity.json"} <= {p.name for p in run.iterdir()}
     table = (run / "table_train.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in table[1:]] == ["whole", "split", "decomposer"]
     sizes = {json.loads(line)["num_objects"] for line in (tmp_path / "results" / "base-full-train" / "prompts.jsonl")
              .read_text().splitlines()}
+    groups = list(csv.DictReader((run / "groups_train.csv").open()))  # passes per step, from the same prompts
+    texts = [json.loads(line)["prompt"] for line in (tmp_path / "results" / "base-full-train" / "prompts.jsonl")
+             .read_text().splitlines()]
+    split = 1 + sum(len(sentences(t)) for t in texts) / len(texts)
+    assert [float(g["passes/step 2-9"]) for g in groups] == [2.0, round(split, 1), 5.0]
     sheets = sorted((run / "dec").glob("*_sheet.png"))
     assert len(sheets) == len(sizes) and len(json.loads((run / "similarity.json").read_text())) == len(sizes)
     page = (run / "study.html").read_text()
