@@ -568,18 +568,17 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.route_targets not in ROUTE_TARGETS:
         raise ValueError(f"--route_targets must be one of {', '.join(ROUTE_TARGETS)}, got {cfg.route_targets!r}")
-    if cfg.route_targets != "none" and cfg.encoding_cache:
-        raise ValueError(f"--route_targets {cfg.route_targets} encodes its teacher's texts with T5 at every step; an "
-                         "--encoding_cache holds no T5 encoder: train without --encoding_cache")
+    taught = (f"--route_targets {cfg.route_targets}" if cfg.route_targets != "none" else
+              f"--kd_teacher {cfg.kd_teacher}" if cfg.kd_teacher != "prompt" else None)  # a teacher that reads texts
+    if taught and cfg.encoding_cache:
+        raise ValueError(f"{taught} encodes its teacher's texts with T5 at every step; an --encoding_cache holds no "
+                         "T5 encoder: train without --encoding_cache")
     check_max_sequence_length(cfg.route_length, "--route_length")
     if cfg.kd_teacher not in ("prompt", *ROUTE_TARGETS[1:]):
         raise ValueError(f"--kd_teacher must be prompt, sentences or objects, got {cfg.kd_teacher!r}")
     if cfg.kd_teacher != "prompt" and cfg.precondition_outputs < 2:
         raise ValueError(f"--kd_teacher {cfg.kd_teacher} is the target of the kd loss, which --precondition_outputs "
                          f"{cfg.precondition_outputs} does not compute: add --precondition_outputs 2 (kd only) or 3")
-    if cfg.kd_teacher != "prompt" and cfg.encoding_cache:
-        raise ValueError(f"--kd_teacher {cfg.kd_teacher} encodes its teacher's texts with T5 at every step; an "
-                         "--encoding_cache holds no T5 encoder: train without --encoding_cache")
     if cfg.decomposer_kind not in DECOMPOSER_KINDS:
         raise ValueError(f"--decomposer_kind must be one of {', '.join(DECOMPOSER_KINDS)}, "
                          f"got {cfg.decomposer_kind!r}")
