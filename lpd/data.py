@@ -15,6 +15,7 @@ import torch
 import datasets
 from accelerate import skip_first_batches
 from datasets import load_dataset
+from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
 from .core import repo_root
 
@@ -54,15 +55,23 @@ def load_caption_rows(
     config_name: str | None = None,
     cache_dir: str | None = None,
 ):
-    "Open the metadata rows with `datasets`: a Hub dataset, or local parquet/jsonl/csv files."
+    "Open the metadata rows with `datasets`: a Hub dataset, or local parquet/jsonl/csv files (a folder's `split`)."
     path = Path(dataset_name)
     if not path.exists():
         if dataset_name.startswith((".", "/")) or dataset_name.count("/") != 1:
             raise FileNotFoundError(f"dataset not found: {dataset_name} (neither a local path nor a hub name)")
         return load_dataset(dataset_name, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
     files = [path] if path.is_file() else None
+    if files is None:  # a folder's splits are named as datasets names them (train-*, validation-*; else all is train)
+        try:
+            splits = get_data_patterns(str(path))
+        except EmptyDatasetError:  # no data file at all: said below
+            splits = {split: []}
+        if split not in splits:
+            raise ValueError(f"no split {split!r} in {dataset_name}: its files name {', '.join(map(str, splits))}")
+        named = [Path(f) for f in DataFilesDict.from_local_or_remote(splits, base_path=str(path))[split]]
     for suffix in (".parquet", ".jsonl", ".json", ".csv"):
-        if files is None and (found := sorted(path.rglob(f"*{suffix}"))):
+        if files is None and (found := sorted(f for f in named if f.suffix == suffix)):
             files = found
     if not files or files[0].suffix not in _BUILDERS:
         raise ValueError(f"no parquet/jsonl/json/csv metadata in {dataset_name}")

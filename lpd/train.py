@@ -42,12 +42,12 @@ from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, of
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
+__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'IGNORED', 'TrainConfig', 'build_parser', 'parse_args',
            'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
            'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
            'heldout_loss', 'caption_dataset', 'build_dataloader', 'validation_pipeline', 'validate', 'judge_heldout',
-           'init_trackers', 'build_optimizer', 'fit', 'cache_encodings', 'main']
+           'init_trackers', 'build_optimizer', 'build_lr_scheduler', 'fit', 'cache_encodings', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -601,6 +601,14 @@ def _check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
 
+IGNORED = {"num_validation_images": 4, "hub_token": None, "hub_model_id": None}  # the original's, without effect
+
+def _warn_ignored(cfg: TrainConfig) -> None:
+    for name, default in IGNORED.items():
+        if getattr(cfg, name) != default:
+            logger.warning(f"--{name} is accepted for compatibility with the original and has no effect")
+
+# %% ../nbs/07_train.ipynb #3225af83
 def build_optimizer(cfg: TrainConfig, params, num_processes: int = 1) -> torch.optim.Optimizer:
     "The decomposer's optimizer: AdamW, bitsandbytes' 8-bit AdamW (`use_8bit_adam`) or Adafactor (`use_adafactor`)."
     lr = cfg.learning_rate
@@ -621,11 +629,18 @@ def build_optimizer(cfg: TrainConfig, params, num_processes: int = 1) -> torch.o
     return cls(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
                eps=cfg.adam_epsilon)
 
+def build_lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1):
+    "diffusers' `--lr_scheduler` over `max_steps` optimizer steps (accelerate steps it once per process and step)."
+    return get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps * num_processes,
+                         num_training_steps=max_steps * num_processes, num_cycles=cfg.lr_num_cycles,
+                         power=cfg.lr_power)
+
 # %% ../nbs/07_train.ipynb #a275d531
 def fit(cfg: TrainConfig) -> dict:
     "Train the decomposer; returns (and writes to `output_dir/metrics.json`) the run's metrics."
     # 1. Check the settings and the data before loading any weights
     _check_config(cfg)
+    _warn_ignored(cfg)
     out = Path(cfg.output_dir)
     AcceleratorState._reset_state()  # a second fit in the same process (notebook, tests) may change mixed precision
     accelerator = Accelerator(
@@ -655,10 +670,7 @@ def fit(cfg: TrainConfig) -> dict:
     decomposer.to(accelerator.device).train()
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * cfg.num_update_steps_per_epoch
     optimizer = build_optimizer(cfg, decomposer.parameters(), accelerator.num_processes)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=max_steps * accelerator.num_processes,
-                                 num_cycles=cfg.lr_num_cycles, power=cfg.lr_power)
+    lr_scheduler = build_lr_scheduler(cfg, optimizer, max_steps, accelerator.num_processes)
     decomposer, optimizer, lr_scheduler = accelerator.prepare(decomposer, optimizer, lr_scheduler)
     # 3. Resume: weights, optimizer, scheduler, RNG states, step and data position
     state = dict(global_step=0, epoch=0, consumed=0, num_skipped_rows=0)

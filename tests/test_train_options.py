@@ -1,0 +1,246 @@
+"""lpd-train's optimizer, schedule, timestep density, loss weighting, data and loading flags, each checked against a
+value computed another way (the update rule, the schedule's formula, the density's quantiles, the rows themselves)."""
+import json
+import logging
+import math
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from scipy.stats import norm
+
+import lpd.train
+from lpd.core import repo_root
+from lpd.train import (build_lr_scheduler, build_optimizer, caption_dataset, flow_matching_loss, load_frozen, main,
+                       parse_args, sample_noisy_latents)
+
+from conftest import tiny_train_args
+
+FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
+
+
+def test_adamw_flags_follow_the_update_rule():
+    "Two AdamW steps with --adam_beta1/2, --adam_epsilon, --adam_weight_decay move a weight as the rule says."
+    b1, b2, eps, wd, lr = 0.8, 0.95, 0.5, 0.1, 0.01
+    cfg = parse_args(["--adam_beta1", str(b1), "--adam_beta2", str(b2), "--adam_epsilon", str(eps),
+                      "--adam_weight_decay", str(wd), "--learning_rate", str(lr)])
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer(cfg, [w])
+    p, m, v = 1.0, 0.0, 0.0
+    for t, g in enumerate([2.0, -1.0], start=1):
+        w.grad = torch.tensor([g])
+        opt.step()
+        p *= 1 - lr * wd  # decoupled weight decay, then the bias-corrected Adam step
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        p -= lr * (m / (1 - b1**t)) / (math.sqrt(v / (1 - b2**t)) + eps)
+        assert w.item() == pytest.approx(p, rel=1e-6)
+
+
+def test_scale_lr_multiplies_the_rate_by_the_samples_of_a_step():
+    args = ["--learning_rate", "0.001", "--train_batch_size", "3", "--gradient_accumulation_steps", "2"]
+    w = [torch.nn.Parameter(torch.zeros(1))]
+    assert build_optimizer(parse_args(args), w, 5).param_groups[0]["lr"] == pytest.approx(0.001)
+    assert build_optimizer(parse_args(args + ["--scale_lr"]), w, 5).param_groups[0]["lr"] == pytest.approx(0.03)
+    assert type(build_optimizer(parse_args(["--use_adafactor"]), w)).__name__ == "Adafactor"
+
+
+def lrs(args, steps, num_processes=1):
+    "The learning rate of each optimizer step, as lpd-train logs it (after the scheduler's step)."
+    cfg = parse_args(["--learning_rate", "1.0", *args])
+    opt = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    sched = build_lr_scheduler(cfg, opt, steps, num_processes)
+    out = []
+    for _ in range(steps):
+        opt.step()
+        for _ in range(num_processes):  # accelerate steps a prepared scheduler once per process
+            sched.step()
+        out.append(sched.get_last_lr()[0])
+    return out
+
+
+@pytest.mark.parametrize("cycles", [1, 3])
+def test_lr_num_cycles_restarts_the_cosine(cycles):
+    steps = 12
+    got = lrs(["--lr_scheduler", "cosine_with_restarts", "--lr_num_cycles", str(cycles), "--lr_warmup_steps", "0"],
+              steps)
+    want = [0.5 * (1 + math.cos(math.pi * ((cycles * s / steps) % 1))) if s < steps else 0.0
+            for s in range(1, steps + 1)]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_lr_power_and_warmup_shape_the_polynomial_decay(power):
+    steps, warmup, end = 10, 2, 1e-7  # diffusers' polynomial schedule ends at 1e-7
+    got = lrs(["--lr_scheduler", "polynomial", "--lr_power", str(power), "--lr_warmup_steps", str(warmup)], steps)
+    want = [s / warmup if s < warmup else (1 - end) * (1 - (s - warmup) / (steps - warmup)) ** power + end
+            for s in range(1, steps + 1)]
+    assert got == pytest.approx(want, abs=1e-9)
+    assert lrs(["--lr_scheduler", "polynomial", "--lr_power", str(power), "--lr_warmup_steps", str(warmup)],
+               steps, num_processes=2) == pytest.approx(want, abs=1e-9)  # the same schedule per optimizer step
+
+
+def drawn_sigmas(monkeypatch, args, n=20000, shift=3.0):
+    "The sigmas lpd-train draws for `n` images with these flags (the latents themselves do not matter)."
+    monkeypatch.setattr(lpd.train, "clean_latents", lambda frozen, batch, generator: torch.zeros(n, 1, 1, 1))
+    frozen = SimpleNamespace(noise_scheduler=FlowMatchEulerDiscreteScheduler(shift=shift))
+    *_, sigmas = sample_noisy_latents(frozen, {}, parse_args(args), torch.Generator().manual_seed(0))
+    return sigmas.flatten()
+
+
+def shifted(u, shift=3.0):
+    "The sigma of training time u in (0, 1) (sigma falls as u grows) on a scheduler of this shift."
+    s = 1 - u
+    return shift * s / (1 + (shift - 1) * s)
+
+
+@pytest.mark.parametrize("mean,std", [(0.0, 1.0), (1.5, 0.5)])
+def test_logit_mean_and_std_set_the_timestep_density(monkeypatch, mean, std):
+    "sigma's quartiles are those of u = sigmoid(N(mean, std)), as SD3's paper draws them."
+    s = drawn_sigmas(monkeypatch, ["--weighting_scheme", "logit_normal", "--logit_mean", str(mean), "--logit_std",
+                                   str(std)])
+    for q in (0.25, 0.5, 0.75):
+        u = 1 / (1 + math.exp(-(mean + std * norm.ppf(1 - q))))
+        assert s.quantile(q).item() == pytest.approx(shifted(u), abs=0.01)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.29])
+def test_mode_scale_sets_the_mode_density(monkeypatch, scale):
+    "--weighting_scheme mode: u = 1 - v - scale (cos^2(pi v / 2) - 1 + v) of a uniform v, a falling map of v."
+    s = drawn_sigmas(monkeypatch, ["--weighting_scheme", "mode", "--mode_scale", str(scale)])
+    for q in (0.25, 0.75):
+        u = 1 - q - scale * (math.cos(math.pi * q / 2) ** 2 - 1 + q)
+        assert s.quantile(q).item() == pytest.approx(shifted(u), abs=0.01)
+
+
+@pytest.mark.parametrize("scheme", ["sigma_sqrt", "cosmap", "logit_normal"])
+def test_weighting_scheme_weights_each_image_of_the_loss(scheme):
+    g = torch.Generator().manual_seed(0)
+    x0, noise, pred = (torch.randn(3, 4, 2, 2, generator=g) for _ in range(3))
+    sigmas = torch.tensor([0.2, 0.5, 0.9]).view(-1, 1, 1, 1)
+    weight = {"sigma_sqrt": sigmas**-2, "cosmap": 2 / (math.pi * (1 - 2 * sigmas + 2 * sigmas**2)),
+              "logit_normal": torch.ones_like(sigmas)}[scheme]
+    want = (weight * (pred - (noise - x0)) ** 2).mean(dim=(1, 2, 3)).mean()
+    got = flow_matching_loss(pred, x0, noise, sigmas, scheme, precondition_outputs=0)["loss"]
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("upcast", [False, True])
+def test_upcast_vae_keeps_the_vae_in_fp32_under_mixed_precision(tiny_dir, upcast):
+    cfg = parse_args(["--pretrained_model_name_or_path", str(tiny_dir)] + ["--upcast_vae"] * upcast)
+    frozen = load_frozen(cfg, SimpleNamespace(mixed_precision="bf16", device=torch.device("cpu")))
+    assert frozen.pipe.vae.dtype == (torch.float32 if upcast else torch.bfloat16)
+    assert frozen.pipe.transformer.dtype == torch.bfloat16
+
+
+def test_variant_loads_that_variants_weights(tiny_dir, tmp_path):
+    "--variant picks `*.<variant>.safetensors` (diffusers' naming) over the plain weights of the same folder."
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "sd3"
+    shutil.copytree(tiny_dir, model)
+    plain = next((model / "transformer").glob("*.safetensors"))
+    weights = {k: v + 1 for k, v in load_file(plain).items()}
+    save_file(weights, plain.with_name(plain.name.replace(".safetensors", ".shifted.safetensors")))
+    accelerator = SimpleNamespace(mixed_precision="no", device=torch.device("cpu"))
+    got = {v: load_frozen(parse_args(["--pretrained_model_name_or_path", str(model)]
+                                     + (["--variant", v] if v else [])), accelerator).pipe.transformer.state_dict()
+           for v in (None, "shifted")}
+    name = next(iter(weights))
+    torch.testing.assert_close(got["shifted"][name], weights[name])
+    assert not torch.equal(got[None][name], weights[name])
+
+
+def test_ignored_flags_warn_in_one_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="lpd"):
+        lpd.train._warn_ignored(parse_args([]))
+        assert caplog.records == []
+        lpd.train._warn_ignored(parse_args(["--hub_token", "x", "--hub_model_id", "me/m", "--num_validation_images",
+                                            "2"]))
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split()[0] for m in said] == ["--num_validation_images", "--hub_token", "--hub_model_id"]
+    assert all("no effect" in m and "\n" not in m for m in said)
+
+
+def renamed_rows(tmp_path, rows):
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(tmp_path / "meta.jsonl")
+
+
+def fixture_rows(n):
+    return [json.loads(line) for line in (FIXTURE / "captions.jsonl").read_text().splitlines()][:n]
+
+
+def test_column_flags_and_max_train_samples_read_the_named_columns(tmp_path):
+    "Captions, image paths and sources come from the columns the flags name; decoys under the default names."
+    rows = [{"desc": r["caption"], "file": r["path"], "origin": "kept", "caption": "decoy", "path": "missing.png",
+             "source": "dropped"} for r in fixture_rows(5)]
+    cfg = parse_args(["--dataset_name", renamed_rows(tmp_path, rows), "--image_root", str(FIXTURE), "--no_streaming",
+                      "--no_shuffle", "--caption_column", "desc", "--path_column", "file", "--source_column",
+                      "origin", "--source_filter", "kept", "--max_train_samples", "3", "--no_skip_missing_images",
+                      "--resolution", "32"])
+    assert [s["caption"] for s in caption_dataset(cfg)] == [r["desc"] for r in rows[:3]]
+
+
+def test_image_column_reads_an_image_held_in_the_row(tmp_path):
+    import datasets
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    ds = datasets.Dataset.from_dict({"picture": pictures, "caption": ["red", "blue"]})
+    ds.cast_column("picture", datasets.Image()).to_parquet(tmp_path / "rows.parquet")
+    cfg = parse_args(["--dataset_name", str(tmp_path / "rows.parquet"), "--image_root", str(tmp_path),
+                      "--no_streaming", "--no_shuffle", "--image_column", "picture", "--no_skip_missing_images",
+                      "--source_filter", "*", "--resolution", "8"])
+    red = [s["pixel_values"][:, 4, 4] for s in caption_dataset(cfg)][0]
+    torch.testing.assert_close(red, torch.tensor([1.0, -1.0, -1.0]))
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_skip_missing_images_skips_and_counts_or_stops(tmp_path, skip):
+    rows = fixture_rows(3)
+    rows[1]["path"] = "images/none.png"
+    args = ["--dataset_name", renamed_rows(tmp_path, rows), "--image_root", str(FIXTURE), "--no_streaming",
+            "--no_shuffle", "--resolution", "16", "--source_filter", "*",
+            "--skip_missing_images" if skip else "--no_skip_missing_images"]
+    if not skip:
+        with pytest.raises(ValueError, match="cannot read the image of row 1 .images/none.png."):
+            list(caption_dataset(parse_args(args)))
+        return
+    samples = list(caption_dataset(parse_args(args)))
+    assert [s["caption"] for s in samples] == [rows[0]["caption"], rows[2]["caption"]]
+    assert sum(s["skipped"] for s in samples) == 1
+
+
+def test_dataset_split_picks_a_local_folders_split(tmp_path):
+    rows = fixture_rows(4)
+    (tmp_path / "data").mkdir()
+    for split, part in (("train", rows[:3]), ("validation", rows[3:])):
+        (tmp_path / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    base = ["--dataset_name", str(tmp_path), "--image_root", str(FIXTURE), "--no_streaming", "--no_shuffle",
+            "--resolution", "16", "--source_filter", "fixture"]
+    got = {split: [s["caption"] for s in caption_dataset(parse_args(base + ["--dataset_split", split]))]
+           for split in ("train", "validation")}
+    assert got == {"train": [r["caption"] for r in rows[:3]], "validation": [rows[3]["caption"]]}
+
+
+@pytest.mark.slow
+def test_epochs_tf32_and_logging_dir_shape_a_run(tmp_path, tiny_dir):
+    "Without --max_train_steps a run lasts epochs x steps per epoch; --allow_tf32 is set; logs go to --logging_dir."
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    profile = tiny_train_args(validation_steps=0)
+    at = profile.index("--max_train_steps")
+    args = profile[:at] + profile[at + 2:]
+    args += ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--num_train_epochs",
+             "2", "--num_update_steps_per_epoch", "2", "--checkpointing_steps", "100", "--allow_tf32", "--report_to",
+             "tensorboard", "--logging_dir", "tb"]
+    try:
+        assert main(args) == 0
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 4
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert not (tmp_path / "logs").exists()
