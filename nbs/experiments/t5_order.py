@@ -3,7 +3,7 @@
 For pairs of two-object captions that differ only in which colour goes with which shape ("a red circle ... and a blue
 square ..." against "a blue circle ... and a red square ..."), the relative difference of the two encodings, token
 by token after sorting the tokens (the same multiset of words, so a bag of words gives 0): for the embedded toy's
-frozen random T5, for CLIP (absolute positions, so order shows), and for a T5 of the same config drawn with another seed.
+frozen random T5, for CLIP (absolute positions, so order shows), and for a T5 of the same config, another seed.
 
     python nbs/experiments/t5_order.py [--out reports/toy-study/open/t5_order.json]
 """
