@@ -103,7 +103,7 @@ class TrainConfig:
     # data
     dataset_name: str = _f("luping-liu/LongAlign", "hub dataset, or local folder / parquet / jsonl / csv")
     dataset_config_name: str | None = _f(None, "dataset config")
-    train_data_dir: str | None = _f(None, "local dataset folder, used when --dataset_name is empty")
+    train_data_dir: str | None = _f(None, "local dataset folder, instead of --dataset_name")
     dataset_split: str = _f("train", "dataset split (hub datasets)")
     streaming: bool = _f(True, "stream the dataset (--no_streaming for local copies)")
     image_root: str | None = _f(None, "folder that the rows' `path` is relative to")
@@ -456,7 +456,10 @@ def heldout_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, repe
 def caption_dataset(cfg: TrainConfig, process_index: int = 0, num_processes: int = 1,
                     shuffle: bool | None = None) -> LongCaptionDataset:
     "The training rows of `cfg` as a `LongCaptionDataset`: this process's shard, shuffled as `--shuffle` says."
-    dataset_name = cfg.dataset_name or cfg.train_data_dir
+    if cfg.train_data_dir and cfg.dataset_name not in ("", TrainConfig.dataset_name):  # both given
+        raise ValueError(f"--dataset_name {cfg.dataset_name} and --train_data_dir {cfg.train_data_dir} name two "
+                         "datasets: give one")
+    dataset_name = cfg.train_data_dir or cfg.dataset_name
     if not dataset_name:
         raise ValueError("--dataset_name (or --train_data_dir) is required")
     if cfg.image_root is None:

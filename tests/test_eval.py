@@ -107,3 +107,32 @@ def test_compiled_blocks_render_what_eager_renders(tmp_path, tiny_dir):
         a = np.asarray(Image.open(path), dtype=np.int16)
         b = np.asarray(Image.open(tmp_path / "compiled" / path.relative_to(tmp_path / "eager")), dtype=np.int16)
         assert np.abs(a - b).max() <= 2, path.name
+
+
+@pytest.mark.parametrize("budget", [48])
+def test_leading_tokens_keeps_the_leading_sentences_within_the_budget(tmp_path, tiny_dir, monkeypatch, budget):
+    "--baseline leading --leading_tokens N: each prompt becomes its most leading sentences within N T5 tokens."
+    import lpd.eval
+    from lpd.text import read_prompts, sentences
+
+    seen = {}
+
+    def rows_only(pipe, rows, *args, **kwargs):  # what lpd-eval would render
+        seen.update(rows=rows, tokenizer=pipe.tokenizer_3)
+        return {"num_prompts": len(rows), "seeds": [0], "num_judged": 0}
+
+    monkeypatch.setattr(lpd.eval, "evaluate", rows_only)
+    prompts = repo_root() / "data" / "prompts" / "long_prompts.jsonl"
+    assert main(["--pretrained_model_name_or_path", str(tiny_dir), "--prompts", str(prompts), "--output_dir",
+                 str(tmp_path), "--baseline", "leading", "--leading_tokens", str(budget)]) == 0
+    whole = {r["id"]: sentences(r["prompt"]) for r in read_prompts(prompts)}
+
+    def tokens(parts):
+        return len(seen["tokenizer"](" ".join(parts)).input_ids)
+
+    assert len(seen["rows"]) == len(whole)
+    for row in seen["rows"]:
+        full, kept = whole[row["id"]], sentences(row["prompt"])
+        assert kept == full[:len(kept)] and kept
+        assert len(kept) == 1 or tokens(kept) <= budget
+        assert len(kept) == len(full) or tokens(full[:len(kept) + 1]) > budget

@@ -234,3 +234,36 @@ def test_a_routers_similarity_is_what_its_components_add_to_the_empty_prompt():
     from lpd.analysis import analyse_decomposition
     sim = np.array(analyse_decomposition(router_copy(tiny_components(), target=1), PROMPTS[0], 64)["similarity"])
     assert sim[1, 1] == pytest.approx(1.0) and np.abs(sim[~np.eye(3, dtype=bool)]).max() < 1e-6
+
+
+@pytest.mark.parametrize("composition", ["mean", "sum"])
+def test_component_weights_weigh_the_components(pipes, composition):
+    """All weight on component 2 renders component 2 alone (under `sum` at K times the guidance: weights share out the
+    K components' total); equal weights render what no weights do."""
+    ours, _ = pipes
+    pipe = PromptDecomposePipeline(**{k: v for k, v in ours.components.items() if k != "decomposer"},
+                                   decomposer=tiny_decomposer())
+    pipe.set_progress_bar_config(disable=True)
+
+    def render(guidance_scale=2.0, **kw):
+        return pipe(PROMPTS, guidance_scale=guidance_scale, composition=composition, generator=gen(),
+                    output_type="latent", **KW, **kw).images
+
+    alone = render(components=[2], guidance_scale=2.0 * (4 if composition == "sum" else 1))
+    torch.testing.assert_close(render(component_weights=[0, 0, 1, 0]), alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(render(component_weights=[3, 3, 3, 3]), render(), atol=1e-5, rtol=1e-5)
+
+
+def test_sigmas_reach_the_scheduler_as_in_stock_sd3(pipes):
+    "Custom sigmas: K identical components with them render what the stock pipeline renders with them."
+    ours, stock = pipes
+    sigmas = [1.0, 0.6, 0.25]
+    enc, neg = ours.encode(PROMPTS, "", True, 1, KW["max_sequence_length"])
+    ref = stock(prompt_embeds=ours.sub_prompt_embeds(enc)[0], pooled_prompt_embeds=enc.pooled_embeds,
+                negative_prompt_embeds=ours.sub_prompt_embeds(neg)[0], negative_pooled_prompt_embeds=neg.pooled_embeds,
+                guidance_scale=4.5, generator=gen(), output_type="latent", sigmas=sigmas, num_inference_steps=3,
+                height=64, width=64).images
+    got = ours(PROMPTS, guidance_scale=4.5, generator=gen(), output_type="latent", sigmas=sigmas, **KW).images
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    default = ours(PROMPTS, guidance_scale=4.5, generator=gen(), output_type="latent", **KW).images
+    assert (got - default).abs().max() > 1e-3

@@ -225,16 +225,29 @@ def test_dataset_split_picks_a_local_folders_split(tmp_path):
     assert got == {"train": [r["caption"] for r in rows[:3]], "validation": [rows[3]["caption"]]}
 
 
+def test_train_data_dir_is_the_originals_name_for_dataset_name():
+    base = ["--image_root", str(FIXTURE), "--no_streaming", "--no_shuffle", "--resolution", "16", "--source_filter",
+            "fixture", "--max_train_samples", "3"]
+    captions = [[s["caption"] for s in caption_dataset(parse_args(base + [flag, str(FIXTURE)]))]
+                for flag in ("--dataset_name", "--train_data_dir")]
+    assert captions[0] == captions[1] == [r["caption"] for r in fixture_rows(3)]
+    with pytest.raises(ValueError, match="--dataset_name .*captions.jsonl and --train_data_dir .* name two datasets"):
+        caption_dataset(parse_args(base + ["--dataset_name", str(FIXTURE / "captions.jsonl"), "--train_data_dir",
+                                           str(FIXTURE)]))
+
+
 @pytest.mark.slow
 def test_epochs_tf32_and_logging_dir_shape_a_run(tmp_path, tiny_dir):
-    "Without --max_train_steps a run lasts epochs x steps per epoch; --allow_tf32 is set; logs go to --logging_dir."
+    """Without --max_train_steps a run lasts epochs x steps per epoch; --allow_tf32 is set; logs go to --logging_dir;
+    --checkpoints_total_limit keeps the newest checkpoints."""
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     profile = tiny_train_args(validation_steps=0)
     at = profile.index("--max_train_steps")
     args = profile[:at] + profile[at + 2:]
     args += ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--num_train_epochs",
-             "2", "--num_update_steps_per_epoch", "2", "--checkpointing_steps", "100", "--allow_tf32", "--report_to",
+             "2", "--num_update_steps_per_epoch", "2", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
+             "--allow_tf32", "--report_to",
              "tensorboard", "--logging_dir", "tb"]
     try:
         assert main(args) == 0
@@ -242,5 +255,25 @@ def test_epochs_tf32_and_logging_dir_shape_a_run(tmp_path, tiny_dir):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 4
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_grad_norm", [1e-12, 1.0])
+def test_max_grad_norm_clips_the_gradient_before_the_step(tmp_path, tiny_dir, max_grad_norm):
+    "Clipped to 1e-12, a gradient is far below Adam's epsilon and one step barely moves a weight; at 1 it moves ~lr."
+    from safetensors.torch import load_file
+
+    from lpd.tiny import tiny_decomposer
+
+    tiny_decomposer(seed=0).save_pretrained(tmp_path / "init")
+    args = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "run"), "--max_train_steps",
+        "1", "--checkpointing_steps", "100", "--ckpt", str(tmp_path / "init"), "--adam_weight_decay", "0",
+        "--learning_rate", "0.001", "--max_grad_norm", str(max_grad_norm)]
+    assert main(args) == 0
+    start, end = load_file(tmp_path / "init" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    moved = max((end[k] - start[k]).abs().max().item() for k in start)
+    assert moved < 1e-6 if max_grad_norm < 1e-6 else moved > 5e-4
