@@ -42,7 +42,7 @@ from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, of
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'IGNORED', 'TrainConfig', 'build_parser', 'parse_args',
+__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
            'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
            'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
@@ -104,7 +104,7 @@ class TrainConfig:
     dataset_name: str = _f("luping-liu/LongAlign", "hub dataset, or local folder / parquet / jsonl / csv")
     dataset_config_name: str | None = _f(None, "dataset config")
     train_data_dir: str | None = _f(None, "local dataset folder, instead of --dataset_name")
-    dataset_split: str = _f("train", "dataset split (hub datasets)")
+    dataset_split: str = _f("train", "dataset split (a local folder's files are named train-*, validation-*, ...)")
     streaming: bool = _f(True, "stream the dataset (--no_streaming for local copies)")
     image_root: str | None = _f(None, "folder that the rows' `path` is relative to")
     path_column: str = _f("path", "column of relative image paths")
@@ -604,10 +604,10 @@ def _check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
 
-IGNORED = {"num_validation_images": 4, "hub_token": None, "hub_model_id": None}  # the original's, without effect
+_IGNORED = {"num_validation_images": 4, "hub_token": None, "hub_model_id": None}  # the original's, without effect
 
 def _warn_ignored(cfg: TrainConfig) -> None:
-    for name, default in IGNORED.items():
+    for name, default in _IGNORED.items():
         if getattr(cfg, name) != default:
             logger.warning(f"--{name} is accepted for compatibility with the original and has no effect")
 
