@@ -152,6 +152,9 @@ class ToySD3Config:
     output_dir: str = field(default="toy-sd3", metadata={"help": "run folder: checkpoint, log, metrics, model/"})
     vae: str = field(default="data/toy-sd3/vae", metadata={"help": "the trained toy VAE (stage 1)"})
     text_seed: int = field(default=0, metadata={"help": "seed of lpd.tiny's random text encoders (kept frozen)"})
+    t5_position_scale: float = field(default=1.0, metadata={
+        "help": "multiplies the random T5's relative-position biases: at 1 its attention is nearly even, so its "
+                "states are nearly a bag of words (nbs/experiments/t5_order.py)"})
     num_layers: int = field(default=8, metadata={"help": "transformer blocks"})
     num_attention_heads: int = field(default=3, metadata={"help": "heads of 64 dimensions"})
     scheduler_shift: float = field(default=1.0, metadata={"help": "flow-matching shift (SD3: 3.0 at 1024 px)"})
@@ -194,6 +197,9 @@ def toy_transformer(cfg: ToySD3Config, joint_attention_dim: int, pooled_projecti
 def toy_pipeline(cfg: ToySD3Config) -> StableDiffusion3Pipeline:
     "The untrained toy SD3: the trained VAE, frozen random text encoders (fp16-exact), a fresh transformer."
     text = tiny_text_encoders(cfg.text_seed)
+    bias = text["text_encoder_3"].encoder.block[0].layer[0].SelfAttention.relative_attention_bias  # serves every block
+    with torch.no_grad():
+        bias.weight.mul_(cfg.t5_position_scale)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         text[name].half().float().requires_grad_(False).eval()  # the values the shipped fp16 files hold
     vae = AutoencoderKL.from_pretrained(cfg.vae).requires_grad_(False).eval()

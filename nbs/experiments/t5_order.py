@@ -3,9 +3,10 @@
 For pairs of two-object captions that differ only in which colour goes with which shape ("a red circle ... and a blue
 square ..." against "a blue circle ... and a red square ..."), the relative difference of the two encodings, token
 by token after sorting the tokens (the same multiset of words, so a bag of words gives 0): for the embedded toy's
-frozen random T5, for CLIP (absolute positions, so order shows), and for a T5 of the same config, another seed.
+frozen random T5, for CLIP (absolute positions, so order shows), for a T5 of the same config, another seed, and for
+the toy's T5 with its relative-position biases scaled (`lpd.toy`'s `t5_position_scale`).
 
-    python nbs/experiments/t5_order.py [--out reports/toy-study/open/t5_order.json]
+    python nbs/experiments/t5_order.py [--out reports/toy-study/open/t5_order.json] [--scales 3 10 30]
 """
 import argparse
 import itertools
@@ -16,6 +17,7 @@ import torch
 from transformers import T5EncoderModel
 
 from lpd.pipeline import load_pipeline
+from lpd.toy import ToySD3Config, toy_pipeline
 
 COLOURS, SHAPES = ["red", "blue", "green", "yellow"], ["circle", "square", "triangle"]
 PLACES = ["at the top left", "at the bottom right"]
@@ -43,6 +45,8 @@ def bag_difference(encode, tokenizer, a: str, b: str) -> float:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports/toy-study/open/t5_order.json")
+    p.add_argument("--scales", type=float, nargs="*", default=[3.0, 10.0, 30.0],
+                   help="also the toy's T5 with its position biases scaled so (lpd.toy's t5_position_scale)")
     args = p.parse_args(argv)
     pipe = load_pipeline(None, None, "cpu", "fp32")
     torch.manual_seed(1)  # the toy's own T5 is the seed-0 draw of this config
@@ -53,6 +57,10 @@ def main(argv=None):
         "toy CLIP-L (penultimate)": (lambda ids: pipe.text_encoder(ids, output_hidden_states=True).hidden_states[-2],
                                      pipe.tokenizer),
     }
+    for scale in args.scales:
+        t5 = toy_pipeline(ToySD3Config(t5_position_scale=scale)).text_encoder_3
+        encoders[f"toy T5, position biases x {scale:g}"] = (lambda ids, t5=t5: t5(ids).last_hidden_state,
+                                                           pipe.tokenizer_3)
     captions = list(pairs())
     result = {"pairs": len(captions), "example": captions[0], "relative_difference": {}}
     for name, (encode, tokenizer) in encoders.items():
