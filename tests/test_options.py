@@ -52,9 +52,9 @@ def text():
 
 
 def is_set(option: str, text: str) -> bool:
-    name = option.removeprefix("--")
-    return bool(re.search(rf"{re.escape(option)}(?![\w-])" if option.startswith("--") else "(?!)", text)
-                or re.search(rf"\b{name}=", text))
+    "`--flag` as a whole word, or `name=` (a keyword argument or a replaced setting)."
+    flag = option.startswith("--") and re.search(rf"{re.escape(option)}(?![\w-])", text)
+    return bool(flag or re.search(rf"\b{option.removeprefix('--')}=", text))
 
 
 def test_every_option_is_set_by_a_test(text):

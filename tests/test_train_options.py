@@ -126,6 +126,7 @@ def test_weighting_scheme_weights_each_image_of_the_loss(scheme):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.slow  # two loads of the tiny SD3
 @pytest.mark.parametrize("upcast", [False, True])
 def test_upcast_vae_keeps_the_vae_in_fp32_under_mixed_precision(tiny_dir, upcast):
     cfg = parse_args(["--pretrained_model_name_or_path", str(tiny_dir)] + ["--upcast_vae"] * upcast)
@@ -134,6 +135,7 @@ def test_upcast_vae_keeps_the_vae_in_fp32_under_mixed_precision(tiny_dir, upcast
     assert frozen.pipe.transformer.dtype == torch.bfloat16
 
 
+@pytest.mark.slow  # a copy and two loads of the tiny SD3
 def test_variant_loads_that_variants_weights(tiny_dir, tmp_path):
     "--variant picks `*.<variant>.safetensors` (diffusers' naming) over the plain weights of the same folder."
     from safetensors.torch import load_file, save_file
