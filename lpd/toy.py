@@ -25,7 +25,7 @@ import yaml
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentParser
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentParser, T5EncoderModel
 
 from .core import resolve_device, running_as_script, save_json
 from .evaluate import shapes_eval_prompts
@@ -33,16 +33,16 @@ from .judge import METRICS, judge, judge_row
 from .pipeline import text_composer
 from .shapes import make_row, partial_caption, render_scene, sample_scene, world_texts
 from .text import MAX_T5_TOKENS
-from .tiny import tiny_text_encoders
+from .tiny import t5_tokenizer, tiny_text_encoders
 from .train import noise_latents, training_scheduler
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'CLIP_PAIRS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels',
-           'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores', 'ToySD3Config',
-           'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids', 'training_scenes', 'toy_training_set',
-           'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'slim_clip', 'slim_clips',
-           'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3', 'load_transformer_weights', 'fit_toy_sd3',
-           'fit_vae', 'main']
+           'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores',
+           'decaying_position_bias', 'ToySD3Config', 'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids',
+           'training_scenes', 'toy_training_set', 'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets',
+           'ema_weights', 'slim_clip', 'slim_clips', 'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3',
+           'load_transformer_weights', 'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -144,6 +144,21 @@ def roundtrip_scores(vae: AutoencoderKL, cfg: ToyVAEConfig) -> dict:
             "renders": {m: mean(reference, m) for m in METRICS if m != "spatial"},
             "mse": float(torch.nn.functional.mse_loss(recon, pixels))}
 
+# %% ../nbs/13_toy.ipynb #964683e0
+def decaying_position_bias(t5: T5EncoderModel, slopes: list[float]) -> T5EncoderModel:
+    "Set `t5`'s relative-position biases to `-slope * distance`, a slope per head (ALiBi's form), in place."
+    attn, c = t5.encoder.block[0].layer[0].SelfAttention, t5.config  # the first block's biases serve every block
+    if len(slopes) != c.num_heads:
+        raise ValueError(f"t5_attention_decay needs one slope per T5 head ({c.num_heads}), got {slopes}")
+    offsets = torch.arange(-c.relative_attention_max_distance, c.relative_attention_max_distance + 1)
+    buckets = attn._relative_position_bucket(offsets, bidirectional=True, num_buckets=c.relative_attention_num_buckets,
+                                             max_distance=c.relative_attention_max_distance)
+    nearest = torch.zeros(c.relative_attention_num_buckets).scatter_reduce(  # a bucket's smallest distance
+        0, buckets, offsets.abs().float(), reduce="amin", include_self=False)
+    with torch.no_grad():
+        attn.relative_attention_bias.weight.copy_(-nearest[:, None] * torch.tensor(slopes, dtype=torch.float32))
+    return t5
+
 # %% ../nbs/13_toy.ipynb #e342c500
 @dataclass
 class ToySD3Config:
@@ -155,6 +170,9 @@ class ToySD3Config:
     t5_position_scale: float = field(default=1.0, metadata={
         "help": "multiplies the random T5's relative-position biases: at 1 its attention is nearly even, so its "
                 "states are nearly a bag of words (nbs/experiments/t5_order.py)"})
+    t5_attention_decay: list[float] | None = field(default=None, metadata={
+        "help": "one slope per T5 head: its relative-position biases become -slope * distance (ALiBi's form), so "
+                "each token reads its neighbours and padding moves nothing; None: the random biases"})
     num_layers: int = field(default=8, metadata={"help": "transformer blocks"})
     num_attention_heads: int = field(default=3, metadata={"help": "heads of 64 dimensions"})
     scheduler_shift: float = field(default=1.0, metadata={"help": "flow-matching shift (SD3: 3.0 at 1024 px)"})
@@ -200,6 +218,8 @@ def toy_pipeline(cfg: ToySD3Config) -> StableDiffusion3Pipeline:
     bias = text["text_encoder_3"].encoder.block[0].layer[0].SelfAttention.relative_attention_bias  # serves every block
     with torch.no_grad():
         bias.weight.mul_(cfg.t5_position_scale)
+    if cfg.t5_attention_decay:
+        decaying_position_bias(text["text_encoder_3"], cfg.t5_attention_decay)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         text[name].half().float().requires_grad_(False).eval()  # the values the shipped fp16 files hold
     vae = AutoencoderKL.from_pretrained(cfg.vae).requires_grad_(False).eval()
