@@ -58,9 +58,9 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_training_from_the_cache_script_runs_small(tmp_path):
-    "reports/bench/train_from_cache.py at lpd.tiny's sizes: both runs train, and from the cache to the same loss."
-    out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(repo_root() / "reports" / "bench" / "train_from_cache.py"), str(out),
+    "nbs/experiments/bench/train_from_cache.py at lpd.tiny's sizes: both runs train, from the cache to the same loss."
+    out, script = tmp_path / "result.json", repo_root() / "nbs" / "experiments" / "bench" / "train_from_cache.py"
+    proc = subprocess.run([sys.executable, str(script), str(out),
                            "--scale", "tiny", "--resolution", "64", "--steps", "4", "--warmup", "2", "--work",
                            str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -5,7 +5,7 @@ eager timed in the same run. One JSON line per measurement in OUT_DIR/probe.json
 `20261127-nvidia-h100-80gb-hbm3-graph-probe-2.jsonl` is one run of it; `-graph-probe.jsonl` one of its first form
 (commit 80ba4b2), which captured the graph by hand before `lpd.pipeline.cuda_graphs` existed.
 
-    python reports/bench/graph_probe.py OUT_DIR
+    python nbs/experiments/bench/graph_probe.py OUT_DIR
 """
 import time
 

@@ -5,7 +5,7 @@ in inductor's max-autotune mode (GEMM templates autotuned, epilogues fused, CUDA
 measurement in OUT_DIR/probe.jsonl; `reports/bench/20261127-nvidia-h100-80gb-hbm3-attention-fp8-probe.jsonl` is one
 run, `-fp8-max-autotune-probe.jsonl` one of --max_autotune (written by this script's first form, autotune_probe.py).
 
-    python reports/bench/attention_probe.py OUT_DIR [--max_autotune]
+    python nbs/experiments/bench/attention_probe.py OUT_DIR [--max_autotune]
 """
 import sys
 import time

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The toy length-generalization study (issue 10), stage by stage; every setting lives in data/profiles or below.
-# Run from the repository root on one GPU:  bash reports/toy-study/run.sh STAGE [...]
+# Run from the repository root on one GPU:  bash nbs/experiments/toy_study.sh STAGE [...]
 #   data   the decomposers' training set: 20,000 long captions of 2-6 objects (training phrasings, 64 px)
 #   train  lpd-train --profile data/profiles/toy_decomposer.yaml into runs/toy-study/NAME (resumes from its latest
 #          checkpoint), e.g. `train n4` and `train n1 --num_components 1 --num_tokens 512`
@@ -35,7 +35,7 @@ RUN=runs/toy-study
 MODEL=${MODEL:-data/toy-sd3}
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: run.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|route [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: toy_study.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|route [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)

@@ -2,7 +2,7 @@
 against encoding on the fly, the transformer compiled or not, on one GPU or two; samples/s after warm-up and peak
 GPU memory of each run. Each run is `accelerate launch --config_file data/accelerate/{1gpu,2gpu}.yaml -m lpd.train`.
 
-    python reports/bench/train_from_cache.py OUT.json [--runs on_the_fly,cached] [--scale sd35_medium|tiny]
+    python nbs/experiments/bench/train_from_cache.py OUT.json [--runs on_the_fly,cached] [--scale sd35_medium|tiny]
         [--steps 25] [--warmup 5] [--work DIR]
 
 The model is lpd.bench's true-size pipeline (random weights) saved as a diffusers folder under --work; the data
