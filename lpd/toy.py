@@ -33,7 +33,7 @@ from .judge import METRICS, judge, judge_row
 from .pipeline import text_composer
 from .shapes import make_row, partial_caption, render_scene, sample_scene, world_texts
 from .text import MAX_T5_TOKENS
-from .tiny import t5_tokenizer, tiny_text_encoders
+from .tiny import tiny_text_encoders
 from .train import noise_latents, training_scheduler
 
 # %% auto #0
@@ -172,7 +172,7 @@ class ToySD3Config:
                 "states are nearly a bag of words (nbs/experiments/t5_order.py)"})
     t5_attention_decay: list[float] | None = field(default=None, metadata={
         "help": "one slope per T5 head: its relative-position biases become -slope * distance (ALiBi's form), so "
-                "each token reads its neighbours and padding moves nothing; None: the random biases"})
+                "each token reads its neighbours and far padding moves nothing; None: the random biases"})
     num_layers: int = field(default=8, metadata={"help": "transformer blocks"})
     num_attention_heads: int = field(default=3, metadata={"help": "heads of 64 dimensions"})
     scheduler_shift: float = field(default=1.0, metadata={"help": "flow-matching shift (SD3: 3.0 at 1024 px)"})
