@@ -231,18 +231,19 @@ def aggregate(
     num_resamples: int = 1000,
 ) -> list[dict]:
     "One record per bin: `{bin, n, <metric>: mean, <metric>_ci: [low, high]}`."
-    def bin_of(r):
+    def bin_of(r):  # the bin's label and its place among the bins
         if by is None:
-            return "all"
+            return "all", 0
         if edges is None:
-            return r[by]
+            return r[by], r[by]
         i = int(np.searchsorted(edges, r[by], side="right")) - 1
-        return f"[{edges[max(i, 0)]:g}, {edges[min(i + 1, len(edges) - 1)]:g})" if 0 <= i < len(edges) - 1 else "out"
-    groups: dict = {}
+        return (f"[{edges[i]:g}, {edges[i + 1]:g})", i) if 0 <= i < len(edges) - 1 else ("out", len(edges))
+    groups, place = {}, {}
     for r in rows:
-        groups.setdefault(bin_of(r), []).append(r)
+        key, place[key] = bin_of(r)
+        groups.setdefault(key, []).append(r)
     out = []
-    for key in sorted(groups, key=str):
+    for key in sorted(groups, key=place.get):
         rec = {"bin": key, "n": len(groups[key])}
         for m in METRICS:
             mean, lo, hi = bootstrap_ci([r[m] for r in groups[key]], num_resamples)
