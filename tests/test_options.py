@@ -19,7 +19,6 @@ from lpd.pipeline import PromptDecomposePipeline
 UNSET = {
     "--revision": "hub downloads only, and no machine here reaches the hub: passed to from_pretrained with --variant, "
                   "which tests/test_train_options.py pins",
-    "--cache_dir": "hub downloads only (as --revision)",
     "--dataset_config_name": "hub datasets only: the config name given to datasets.load_dataset",
     "--set_grads_to_none": "memory only: a zeroed and a freed gradient give the same next step",
     "--fuse_qkv": "speed only: fused weights render what plain ones do; the fusion itself is tests/test_gpu.py's",
