@@ -240,7 +240,8 @@ def aggregate(
         return (f"[{edges[i]:g}, {edges[i + 1]:g})", i) if 0 <= i < len(edges) - 1 else ("out", len(edges))
     groups, place = {}, {}
     for r in rows:
-        key, place[key] = bin_of(r)
+        key, order = bin_of(r)
+        place[key] = order
         groups.setdefault(key, []).append(r)
     out = []
     for key in sorted(groups, key=place.get):
