@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lpd.pipeline import load_pipeline
 from lpd.shapes import COLOURS, sample_scene, short_caption
+from lpd.tiny import t5_tokenizer
 from lpd.toy import ToySD3Config, toy_pipeline
 
 ENCODERS = {  # name -> ToySD3Config settings of the T5
@@ -65,7 +65,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports/toy-study/open/t5_binding.json")
     args = p.parse_args(argv)
-    tokenizer = load_pipeline(None, None, "cpu", "fp32").tokenizer_3
+    tokenizer = t5_tokenizer()  # the toy's tokenizer_3
     train, test = captions(3000, 0), captions(600, 1)
     result = {"train_captions": len(train), "test_captions": len(test), "example": test[0][0], "encoders": {}}
     for name, settings in ENCODERS.items():
