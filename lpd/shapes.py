@@ -24,7 +24,7 @@ __all__ = ['SHAPES', 'COLOURS', 'BACKGROUNDS', 'SIZES', 'SIZE_SCALE', 'ROWS', 'C
            'OBJECT_TEMPLATES', 'RELATION_TEMPLATES', 'BACKGROUND_TEMPLATES', 'OPENING_TEMPLATES', 'FILLER', 'NUMBERS',
            'ORACLE_SPLITS', 'ShapeObject', 'Scene', 'sample_scene', 'shape_polygon', 'render_scene', 'word_counter',
            't5_counter', 'object_sentence', 'relations', 'relation_sentence', 'short_caption', 'long_caption',
-           'partial_caption', 'oracle_captions', 'world_texts', 'make_row', 'write_shapes_dataset',
+           'partial_caption', 'oracle_captions', 'sentence_caption', 'world_texts', 'make_row', 'write_shapes_dataset',
            'render_fixture_set', 'main']
 
 # %% ../nbs/08_shapes.ipynb #3559ec00
@@ -205,6 +205,19 @@ def short_caption(scene: Scene, rng: random.Random, phrasing: str = "train") -> 
     return f"{listed[0].upper()}{listed[1:]}, on a {scene.background} background."
 
 # %% ../nbs/08_shapes.ipynb #baea59c0
+def _caption_parts(scene: Scene, rng: random.Random, phrasing: str = "train"):
+    "Every sentence a long caption of `scene` may say: `(head, body, relations, said, fillers)`, each list shuffled."
+    objects = rng.sample(scene.objects, len(scene.objects))
+    head = [rng.choice(_split(OPENING_TEMPLATES, phrasing)).format(n=NUMBERS[len(objects)],
+                                                                    N=NUMBERS[len(objects)].capitalize())]
+    body = [object_sentence(o, rng, phrasing) for o in objects]
+    background = rng.choice(_split(BACKGROUND_TEMPLATES, phrasing)).format(bg=scene.background)
+    body.insert(rng.randint(0, len(body)), background)
+    pool = relations(scene)
+    rng.shuffle(pool)
+    said = [relation_sentence(k, a, b, rng, phrasing) for k, a, b in pool]
+    return head, body, pool, said, rng.sample(FILLER, len(FILLER))
+
 def long_caption(
     scene: Scene,
     rng: random.Random,
@@ -214,16 +227,8 @@ def long_caption(
 ) -> tuple[str, list[tuple[str, ShapeObject, ShapeObject]]]:
     "A paragraph: opening, objects, background, relations, atmosphere. Returns it and the relations it states."
     count = count_tokens or word_counter
-    objects = rng.sample(scene.objects, len(scene.objects))
-    n = len(objects)
-    head = [rng.choice(_split(OPENING_TEMPLATES, phrasing)).format(n=NUMBERS[n], N=NUMBERS[n].capitalize())]
-    body = [object_sentence(o, rng, phrasing) for o in objects]
-    background = rng.choice(_split(BACKGROUND_TEMPLATES, phrasing)).format(bg=scene.background)
-    body.insert(rng.randint(0, len(body)), background)
-    pool = relations(scene)
-    rng.shuffle(pool)
-    said = [relation_sentence(k, a, b, rng, phrasing) for k, a, b in pool]
-    fillers = rng.sample(FILLER, len(FILLER))
+    head, body, pool, said, fillers = _caption_parts(scene, rng, phrasing)
+    n = len(scene.objects)
     n_rel, n_fill = min(len(pool), max(1, n // 2)), 2
     sizes = count(head + body + said + fillers)  # one tokenizer call; sentence lengths add up
     fixed, rel_sizes, fill_sizes = sum(sizes[: n + 2]), sizes[n + 2 : n + 2 + len(said)], sizes[n + 2 + len(said) :]
@@ -237,6 +242,7 @@ def long_caption(
         else:
             break
     return " ".join(head + body + said[:n_rel] + fillers[:n_fill]), pool[:n_rel]
+
 
 # %% ../nbs/08_shapes.ipynb #703e7bef
 def partial_caption(scene: Scene, rng: random.Random, num_named: tuple[int, int] = (1, 3),
@@ -257,6 +263,19 @@ def oracle_captions(scene: Scene, rng: random.Random, per: str = "object", phras
     size = 1 if per == "object" else 2
     groups = [scene.objects[i : i + size] for i in range(0, len(scene.objects), size)]
     return [short_caption(Scene(scene.background, group), rng, phrasing) for group in groups]
+
+# %% ../nbs/08_shapes.ipynb #9caccb48
+def sentence_caption(scene: Scene, rng: random.Random, num_sentences: tuple[int, int] = (1, 3),
+                     phrasing: str = "train") -> str:
+    "1-3 sentences (`num_sentences` inclusive), in order, of what a long caption of `scene` may say: open-world."
+    lo, hi = num_sentences
+    if not 1 <= lo <= hi <= 3:
+        raise ValueError(f"num_sentences must lie in 1..3, got {num_sentences}")
+    head, body, _, said, fillers = _caption_parts(scene, rng, phrasing)
+    every = head + body + said + fillers[:2]  # as many atmosphere sentences as a long caption has at least
+    picked = sorted(rng.sample(range(len(every)), rng.randint(lo, hi)))
+    return " ".join(every[i] for i in picked)
+
 
 # %% ../nbs/08_shapes.ipynb #a1b4f13a
 def world_texts() -> list[str]:

@@ -31,7 +31,7 @@ from .core import resolve_device, running_as_script, save_json
 from .evaluate import shapes_eval_prompts
 from .judge import METRICS, judge, judge_row
 from .pipeline import text_composer
-from .shapes import make_row, partial_caption, render_scene, sample_scene, world_texts
+from .shapes import make_row, partial_caption, render_scene, sample_scene, sentence_caption, world_texts
 from .text import MAX_T5_TOKENS
 from .tiny import tiny_text_encoders
 from .train import noise_latents, training_scheduler
@@ -181,6 +181,10 @@ class ToySD3Config:
     caption_objects: list[int] | None = field(default=None, metadata={
         "help": "objects a training caption names, a random subset of the scene's (open-world captions); "
                 "None: every object (closed world)"})
+    sentence_captions: float = field(default=0.0, metadata={
+        "help": "with caption_objects, the share of captions that are 1-3 sentences of what a long caption of the "
+                "scene may say (lpd.shapes.sentence_caption: relations, background, count, mood): each sentence of a "
+                "long prompt is then a caption the model knows"})
     init_from: str | None = field(default=None, metadata={
         "help": "a saved toy SD3 folder whose transformer starts the run (a fine-tune); None: fresh weights"})
     train_scenes: int = field(default=200_000, metadata={"help": "scenes in the fixed training set"})
@@ -263,8 +267,11 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
     "Latents `(S, 4, h, w)`, token ids, the empty caption's ids, and the scenes as JSON (to hold them out)."
     rng = random.Random(f"toy-sd3-train-{cfg.seed}")
     scenes = training_scenes(cfg, rng)
+    if cfg.sentence_captions and not cfg.caption_objects:
+        raise ValueError(f"sentence_captions ({cfg.sentence_captions}) needs open-world captions: set caption_objects")
     if cfg.caption_objects:  # open world: the caption names some of the objects, the image holds them all
-        captions = [partial_caption(s, rng, tuple(cfg.caption_objects)) for s in scenes]
+        captions = [sentence_caption(s, rng) if cfg.sentence_captions and rng.random() < cfg.sentence_captions
+                    else partial_caption(s, rng, tuple(cfg.caption_objects)) for s in scenes]
     else:
         captions = [make_row(s, rng, "short", "train")["caption"] for s in scenes]
     vae, latents = pipe.vae.to(device), []
