@@ -25,8 +25,8 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from .core import default_model, resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
-from .pipeline import (SPLIT_SETTINGS, PromptDecomposePipeline, TransformerGraphs, compile_blocks, fp8_blocks,
-                          fuse_qkv)
+from .pipeline import SPLIT_SETTINGS, PromptDecomposePipeline
+from .speedups import TransformerGraphs, compile_blocks, fp8_blocks, fuse_qkv
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
 from .routing import route_loss, summed_differences, token_route_loss
@@ -267,7 +267,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
         if mode != "eager":
             torch._dynamo.reset()  # each mode compiles afresh
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
-        graphs = TransformerGraphs(tf) if "cuda_graphs" in parts else None  # lpd.pipeline.cuda_graphs
+        graphs = TransformerGraphs(tf) if "cuda_graphs" in parts else None  # lpd.speedups.cuda_graphs
         for size in sizes:
             for layout in dict.fromkeys([*BASELINES, *layouts]) if mode == "eager" else layouts:  # eager: baselines
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size

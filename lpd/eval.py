@@ -13,8 +13,9 @@ from pathlib import Path
 from .core import default_model, running_as_script, save_json
 from .evaluate import BASELINES, COMPOSED_BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, compile_blocks,
-                          cuda_graphs, fp8_blocks, fuse_qkv, load_pipeline, text_composer)
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
+                          text_composer)
+from .speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 from .text import read_prompts, split_components
 
 # %% auto #0

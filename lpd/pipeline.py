@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +17,6 @@ import PIL.Image
 import torch
 import transformers.utils.logging
 from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
-from diffusers.models.attention_processor import Attention
 from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.utils import BaseOutput
@@ -30,8 +28,7 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
            'composition_kwargs', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer', 'compile_blocks', 'fp8_blocks',
-           'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
+           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -623,125 +620,3 @@ def _no_loading_bars():
         for lib, on in zip(libraries, enabled):
             if on:
                 lib.enable_progress_bar()
-
-# %% ../nbs/04_pipeline.ipynb #e67d0007
-def compile_blocks(transformer, mode: str = "default") -> float:
-    "Regional compilation: each transformer block compiled in place, static shapes (`reduce-overhead`: CUDA graphs)."
-    config = torch._dynamo.config  # 3 kinds of block (dual attention, joint, last) x every shape: raise the limit
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, name, max(getattr(config, name), 64))
-    t0 = time.perf_counter()
-    for block in transformer.transformer_blocks:
-        block.compile(dynamic=False, mode=mode)
-    return time.perf_counter() - t0
-
-# %% ../nbs/04_pipeline.ipynb #9f587af7
-def fp8_blocks(transformer) -> int:
-    "fp8 matmuls in the transformer blocks' linear layers (torchao's dynamic float8, per-row scales), in place."
-    device = transformer.device
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        raise ValueError(f"fp8 matmuls need a GPU with fp8 tensor cores (H100, L4, RTX 40xx or later), not {name}")
-    try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-    except ImportError as e:
-        raise ImportError(f"fp8 matmuls need torchao ({e}): pip install torchao") from None
-    def fits(module, fqn=""):  # fp8 GEMMs need both sides of the weight in multiples of 16
-        return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
-    count = sum(fits(m) for m in transformer.transformer_blocks.modules())
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)  # see below
-    quantize_(transformer.transformer_blocks, config, filter_fn=fits)
-    return count
-
-# %% ../nbs/04_pipeline.ipynb #9b71d204
-class FusedJointAttnProcessor:
-    "diffusers' `JointAttnProcessor2_0` (SD3, q/k RMS norms included) with one q-k-v matmul per stream."
-
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, *args, **kwargs):
-        def heads(qkv):  # (B, S, 3 * H * d) -> q, k, v, each (B, H, S, d)
-            return qkv.unflatten(-1, (3, attn.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k, v = heads(attn.to_qkv(hidden_states))
-        q, k = attn.norm_q(q) if attn.norm_q else q, attn.norm_k(k) if attn.norm_k else k
-        if encoder_hidden_states is not None:  # joint attention: the text tokens after the image tokens
-            cq, ck, cv = heads(attn.to_added_qkv(encoder_hidden_states))
-            cq = attn.norm_added_q(cq) if attn.norm_added_q else cq
-            ck = attn.norm_added_k(ck) if attn.norm_added_k else ck
-            q, k, v = torch.cat([q, cq], dim=2), torch.cat([k, ck], dim=2), torch.cat([v, cv], dim=2)
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2).to(q.dtype)
-        if encoder_hidden_states is None:
-            return attn.to_out[1](attn.to_out[0](out))
-        out, context = out[:, : hidden_states.shape[1]], out[:, hidden_states.shape[1] :]
-        context = context if attn.context_pre_only else attn.to_add_out(context)
-        return attn.to_out[1](attn.to_out[0](out)), context
-
-def fuse_qkv(transformer) -> int:
-    "One matmul for q, k, v (and one for the text's) in every attention of the blocks, in place; how many fused."
-    fused = 0
-    for attn in (m for m in transformer.transformer_blocks.modules() if isinstance(m, Attention)):
-        if hasattr(attn, "to_qkv"):
-            continue
-        if type(attn.to_q.weight) is not torch.nn.Parameter:  # torchao's fp8 weights are tensor subclasses
-            raise ValueError(f"fuse_qkv needs plain weights, not {type(attn.to_q.weight).__name__}: "
-                             "call it before fp8_blocks")
-        attn.fuse_projections()  # diffusers: to_qkv, and to_added_qkv where there are text projections
-        for name in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
-            if getattr(attn, name, None) is not None:
-                delattr(attn, name)
-        attn.set_processor(FusedJointAttnProcessor())
-        fused += 1
-    return fused
-
-# %% ../nbs/04_pipeline.ipynb #7988d881
-class TransformerGraphs:
-    "A transformer's forward replayed from CUDA graphs, one captured per input signature (see `cuda_graphs`)."
-
-    def __init__(self, transformer, warmup: int = 2):
-        if "forward" in vars(transformer):  # graphs of graphs: a capture would replay another graph
-            raise ValueError(f"the transformer's forward is already replaced ({type(transformer.forward).__name__}): "
-                             "call remove() first")
-        if transformer.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need the transformer on a CUDA device, not {transformer.device}")
-        self.transformer, self.warmup, self.graphs = transformer, warmup, {}
-        self.pool = torch.cuda.graph_pool_handle()
-        self.forward = transformer.forward
-        transformer.forward = self  # an instance attribute: nn.Module.__call__ calls it instead of the class's
-
-    def __call__(self, *args, **kwargs):
-        if torch.is_grad_enabled():
-            return self.forward(*args, **kwargs)
-        leaves, spec = torch.utils._pytree.tree_flatten((args, kwargs))
-        key = (str(spec), *((tuple(v.shape), v.dtype, v.device) if torch.is_tensor(v) else repr(v) for v in leaves))
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(args, kwargs)
-        graph, static, out = self.graphs[key]
-        for buffer, value in zip(static, leaves):
-            if torch.is_tensor(value):
-                buffer.copy_(value)
-        graph.replay()
-        return torch.utils._pytree.tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
-
-    def _capture(self, args, kwargs):
-        "Warm up on a side stream (compiles, cuBLAS workspaces), then capture one call on static copies of the inputs."
-        leaves, spec = torch.utils._pytree.tree_flatten((args, kwargs))
-        static = [v.clone() if torch.is_tensor(v) else v for v in leaves]
-        args, kwargs = torch.utils._pytree.tree_unflatten(static, spec)
-        stream = torch.cuda.Stream(self.transformer.device)
-        stream.wait_stream(torch.cuda.current_stream(self.transformer.device))
-        with torch.cuda.stream(stream):
-            for _ in range(self.warmup):
-                self.forward(*args, **kwargs)
-        torch.cuda.current_stream(self.transformer.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.forward(*args, **kwargs)
-        return graph, static, out
-
-    def remove(self):
-        "The plain forward again; the graphs and their memory are released."
-        del self.transformer.forward
-        self.graphs.clear()
-
-def cuda_graphs(transformer, warmup: int = 2) -> TransformerGraphs:
-    "Replay the transformer's forward from CUDA graphs, one per input shape, captured at its first call (in place)."
-    return TransformerGraphs(transformer, warmup)

@@ -35,8 +35,8 @@ from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, DECOM
                             decomposer_kwargs, load_decomposer)
 from .evaluate import shapes_eval_prompts
 from .judge import judge_row
-from .pipeline import (PromptDecomposePipeline, compile_blocks, compose_noise_pred, load_pipeline,
-                          predict_components, sub_prompts)
+from .pipeline import PromptDecomposePipeline, compose_noise_pred, load_pipeline, predict_components, sub_prompts
+from .speedups import compile_blocks
 from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, off_diagonal, route_loss, route_texts,
                          t5_targets, teacher_differences, token_route_loss, token_routes)
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt

@@ -167,12 +167,12 @@ def sd35_block_shapes():
 
 
 def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
-    """lpd.pipeline.fp8_blocks (torchao's dynamic float8, H100+): every block linear quantized, outputs near bf16's;
+    """lpd.speedups.fp8_blocks (torchao's dynamic float8, H100+): every block linear quantized, outputs near bf16's;
     inductor's settings untouched (torchao's own turn on coordinate-descent tuning: minutes of compiling a shape)."""
     pytest.importorskip("torchao")
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 matmuls need an H100-class GPU")
-    from lpd.pipeline import fp8_blocks
+    from lpd.speedups import fp8_blocks
 
     transformer, inputs = sd35_block_shapes()
     with torch.no_grad():
@@ -188,9 +188,9 @@ def test_fp8_blocks_quantize_the_block_linears_and_stay_close_to_bf16():
 
 
 def test_cuda_graphs_replay_the_pipeline():
-    """lpd.pipeline.cuda_graphs on the tiny SD3 in bf16: a batch of 2 with CFG, the shared negative every 2nd step
+    """lpd.speedups.cuda_graphs on the tiny SD3 in bf16: a batch of 2 with CFG, the shared negative every 2nd step
     (two row counts, two graphs) gives the plain forward's latents; calls with gradients run the plain forward."""
-    from lpd.pipeline import cuda_graphs
+    from lpd.speedups import cuda_graphs
 
     ours, _ = cuda_pipes()
     ours.decomposer = tiny_decomposer().to("cuda", torch.bfloat16)
@@ -220,7 +220,7 @@ def test_fused_qkv_fp8_compiled_cuda_graphs_at_sd35_block_shapes():
     pytest.importorskip("torchao")
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 matmuls need an H100-class GPU")
-    from lpd.pipeline import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
+    from lpd.speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 
     transformer, inputs = sd35_block_shapes()
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731

@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from diffusers import SD3Transformer2DModel
 
 from lpd.bench import SCALES, build_modules, measure, transformer_step
-from lpd.pipeline import compile_blocks, fp8_blocks
+from lpd.speedups import compile_blocks, fp8_blocks
 import probes
 
 log = probes.start()

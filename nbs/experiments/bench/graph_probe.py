@@ -3,7 +3,7 @@ whether one CUDA graph of the whole transformer (captured around the regionally 
 per-block graphs of `reduce-overhead`. bf16, then fp8 blocks (torchao, per-row); 512² and 1024²; the original layout
 eager timed in the same run. One JSON line per measurement in OUT_DIR/probe.jsonl.
 `20261127-nvidia-h100-80gb-hbm3-graph-probe-2.jsonl` is one run of it; `-graph-probe.jsonl` one of its first form
-(commit 80ba4b2), which captured the graph by hand before `lpd.pipeline.cuda_graphs` existed.
+(commit 80ba4b2), which captured the graph by hand before `lpd.speedups.cuda_graphs` existed.
 
     python nbs/experiments/bench/graph_probe.py OUT_DIR
 """
@@ -12,7 +12,7 @@ import time
 import torch
 
 from lpd.bench import build_modules, layout_rows, step_inputs, transformer_step
-from lpd.pipeline import compile_blocks, cuda_graphs, fp8_blocks
+from lpd.speedups import compile_blocks, cuda_graphs, fp8_blocks
 import probes
 
 log = probes.start()
