@@ -7,7 +7,7 @@ import pytest
 from lpd.core import repo_root
 from lpd.eval import main
 
-from conftest import tiny_train_args
+from helpers import tiny_train_args
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_external_prompt_file_is_only_generated(tmp_path, tiny_dir):
     assert metrics["num_judged"] == 0 and "overall" not in metrics
 
 
-def test_bad_input(tmp_path, capsys):
+def test_missing_or_unknown_prompts_are_one_line_errors(tmp_path, capsys):
     assert main(["--output_dir", str(tmp_path)]) == 2
     assert "exactly one of --prompts and --shapes_eval" in capsys.readouterr().err
     assert main(["--prompts", str(tmp_path / "missing.jsonl"), "--output_dir", str(tmp_path)]) == 2

@@ -10,7 +10,7 @@ from lpd.pipeline import PromptDecomposePipeline
 from lpd.text import PromptEncoding
 from lpd.tiny import tiny_components, tiny_decomposer
 
-from conftest import identical_decomposer
+from helpers import identical_decomposer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background"]

@@ -8,7 +8,7 @@ from lpd.decomposer import PromptDecomposer
 from lpd.pipeline import PromptDecomposePipeline
 from lpd.tiny import tiny_components, tiny_decomposer
 
-from conftest import identical_decomposer
+from helpers import identical_decomposer
 
 PROMPTS = ["a red circle above a blue square", "three green triangles on a grey background, the left one small"]
 KW = dict(num_inference_steps=3, height=64, width=64, max_sequence_length=64)
@@ -101,7 +101,7 @@ def test_output_types_and_generators(pipes):
     np.testing.assert_allclose(single[0], np_out[0], atol=1e-5)
 
 
-def test_stored_slice():
+def test_fixed_seed_gives_the_stored_pixels():
     "Regression: a fixed seed gives the same pixels (diffusers' fast-test style, atol 1e-3)."
     pipe = PromptDecomposePipeline(**tiny_components(), decomposer=tiny_decomposer())
     pipe.set_progress_bar_config(disable=True)

@@ -18,7 +18,7 @@ from lpd.infer import main as infer_main
 from lpd.tiny import tiny_decomposer
 from lpd.train import decomposer_from_config, heldout_loss, load_frozen, main, parse_args, training_loss
 
-from conftest import tiny_train_args
+from helpers import tiny_train_args
 
 FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
 TINY = tiny_train_args(validation_steps=0, validation_inference_steps=2)  # data/profiles/tiny.yaml, no validation

@@ -16,7 +16,7 @@ from lpd.core import repo_root
 from lpd.train import (build_lr_scheduler, build_optimizer, caption_dataset, flow_matching_loss, load_frozen, main,
                        parse_args, sample_noisy_latents)
 
-from conftest import tiny_train_args
+from helpers import tiny_train_args
 
 FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
 

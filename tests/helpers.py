@@ -1,0 +1,29 @@
+"""Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py."""
+from lpd.core import repo_root
+from lpd.tiny import tiny_decomposer
+
+TINY_PROFILE = repo_root() / "data" / "profiles" / "tiny.yaml"
+
+
+def tiny_train_args(**overrides) -> list[str]:
+    "The one tiny profile as lpd-train flags, its relative paths made absolute, then `overrides` (later flags win)."
+    from lpd.train import _read_profile
+
+    argv = _read_profile(str(TINY_PROFILE))
+    for i, token in enumerate(argv):
+        if i and argv[i - 1] in ("--dataset_name", "--image_root") and not token.startswith("/"):
+            argv[i] = str(repo_root() / token)
+    for key, value in overrides.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def identical_decomposer(num_components=4, num_tokens=16):
+    "A tiny decomposer whose K query sets are equal, so its K components carry the same tokens."
+    import torch
+
+    dec = tiny_decomposer(num_components=num_components, num_tokens=num_tokens)
+    with torch.no_grad():
+        latents = dec.mask_head.connector.latents  # (K, N, D)
+        latents[:] = latents[0].clone()
+    return dec
