@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,13 +17,13 @@ import torch.nn.functional as F
 from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
+from .core import logger
+
 # %% auto #0
-__all__ = ['logger', 'MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'encode_clip',
-           'read_prompts', 'sentences', 'check_prompt', 'deal_sentences', 'split_sentences', 'split_components',
-           'leading_sentences']
+__all__ = ['MAX_T5_TOKENS', 'check_max_sequence_length', 'PromptEncoding', 'encode_long_prompt', 'encode_clip', 'read_prompts',
+           'sentences', 'check_prompt', 'deal_sentences', 'split_sentences', 'split_components', 'leading_sentences']
 
 # %% ../nbs/03_text.ipynb #45d560c9
-logger = logging.getLogger("lpd")
 MAX_T5_TOKENS = 512  # SD3.5's T5 context, and the original's --max_sequence_length / --token_length default
 
 def check_max_sequence_length(value: int, name: str = "max_sequence_length") -> None:
