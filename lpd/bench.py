@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import free_memory
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from .core import default_model, resolve_device, resolve_dtype, running_as_script, save_json
+from .core import default_model, provenance, resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
 from .pipeline import SPLIT_SETTINGS, PromptDecomposePipeline
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                                      **long_generation(pipe, args.long_generation, args.long_batch,
                                                        size=args.long_size)}
     print(table(result))
-    path = write_bench(result, args.out_dir)
+    path = write_bench({**result, "made_by": provenance("lpd-bench", argv)}, args.out_dir)
     if "long_generation" in result:
         print(plot_memory(result["long_generation"], path.with_name(path.stem + "-memory.png")))
     print(path)

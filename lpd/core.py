@@ -5,11 +5,17 @@
 # %% ../nbs/00_core.ipynb #49afd8c4
 from __future__ import annotations
 
+import argparse
 import builtins
+import importlib.metadata
 import json
 import logging
 import os
+import platform
 import random
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,8 @@ import torch
 
 # %% auto #0
 __all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'seed_everything',
-           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'quiet_library_noise']
+           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'env_info', 'provenance', 'as_argv',
+           'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
 def repo_root() -> Path:
@@ -101,6 +108,47 @@ def save_json(obj, path: str | Path) -> Path:
 def running_as_script(name: str) -> bool:
     "True for `python -m lpd.<module>`, False when a notebook kernel runs the module's cells."
     return name == "__main__" and not hasattr(builtins, "get_ipython")  # IPython/execnb define it while running cells
+
+# %% ../nbs/00_core.ipynb #87077995
+_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "datasets", "papermill", "lpd")
+
+def env_info() -> dict:
+    "Package versions, git commit, Python and device."
+    versions = {}
+    for p in _PACKAGES:
+        try:
+            versions[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            versions[p] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    cpu = f"cpu ({platform.processor() or platform.machine()})"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
+    return {"packages": versions, "git_commit": commit, "python": platform.python_version(), "device": device}
+
+def provenance(prog: str, argv: list[str] | None = None) -> dict:
+    "How a result file was made: the command line (`prog`, then `argv`: default the process's), commit, versions."
+    argv = sys.argv[1:] if argv is None else argv  # prog may be words: "python -m lpd.toy"
+    return {"command": shlex.join([*shlex.split(prog), *argv]), **env_info()}
+
+
+# %% ../nbs/00_core.ipynb #993d7424
+def as_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    "The flags that give `args` from `parser`: each value that differs from its default (a command line to record)."
+    argv = []
+    for action in parser._actions:
+        value, flag = getattr(args, action.dest, None), next(iter(action.option_strings), None)
+        if flag is None or action.dest == "help" or value == action.default:
+            continue
+        if action.nargs == 0:  # store_true / store_false: the flag says it
+            argv.append(flag)
+        else:
+            argv += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
+    return argv
+
 
 # %% ../nbs/00_core.ipynb #edc613a2
 LIBRARY_NOISE = {  # message fragment -> why it never applies to lpd

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .core import default_model, running_as_script, save_json
+from .core import as_argv, default_model, provenance, running_as_script, save_json
 from .evaluate import BASELINES, COMPOSED_BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
 from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
@@ -86,7 +86,7 @@ def sampling_settings(args) -> dict:
     return settings if args.decomposer_ckpt else {**SPLIT_SETTINGS, **settings}
 
 # %% ../nbs/10_eval.ipynb #900c0e74
-def run(args, pipe=None) -> dict:
+def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records
     "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
     settings = sampling_settings(args)
     model = args.pretrained_model_name_or_path or str(default_model())
@@ -113,7 +113,8 @@ def run(args, pipe=None) -> dict:
     metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline, "settings": settings,
                **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
                           height=args.height, width=args.width, max_sequence_length=args.max_sequence_length,
-                          **settings)}
+                          **settings),
+               "made_by": provenance("lpd-eval", as_argv(build_parser(), args) if argv is None else argv)}
     save_json(metrics, out / "metrics.json")
     return metrics
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of `lpd-eval` and `python -m lpd.eval`."
     args = build_parser().parse_args(argv)
     try:
-        metrics = run(args)
+        metrics = run(args, argv=sys.argv[1:] if argv is None else argv)
     except (ValueError, OSError, ImportError) as e:
         print(f"lpd-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -17,10 +14,10 @@ import PIL.Image
 import torch
 
 from .analysis import analyse_decomposition
-from .core import repo_root, save_json
+from .core import env_info, repo_root, save_json
 
 # %% auto #0
-__all__ = ['run_id', 'prepare_run_dir', 'env_info', 'save_params', 'resolve_path', 'save_decomposition', 'write_decomposition',
+__all__ = ['run_id', 'prepare_run_dir', 'save_params', 'resolve_path', 'save_decomposition', 'write_decomposition',
            'run_template']
 
 # %% ../nbs/11_runs.ipynb #b0aa200d
@@ -35,27 +32,8 @@ def prepare_run_dir(run_dir: str | Path | None, name: str, seed: int) -> Path:
     return path
 
 # %% ../nbs/11_runs.ipynb #a890d989
-_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "datasets", "papermill", "lpd")
-
-def env_info() -> dict:
-    "Package versions, git commit, Python and device."
-    versions = {}
-    for p in _PACKAGES:
-        try:
-            versions[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            versions[p] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    cpu = f"cpu ({platform.processor() or platform.machine()})"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
-    return {"packages": versions, "git_commit": commit, "python": platform.python_version(), "device": device}
-
 def save_params(run_dir: str | Path, params: dict) -> None:
-    "Write `params.json` (the resolved values) and `env.json`."
+    "Write `params.json` (the resolved values) and `env.json` (`lpd.core.env_info`)."
     save_json(params, Path(run_dir) / "params.json")
     save_json(env_info(), Path(run_dir) / "env.json")
 

@@ -27,7 +27,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentParser, T5EncoderModel
 
-from .core import resolve_device, running_as_script, save_json
+from .core import provenance, resolve_device, running_as_script, save_json
 from .evaluate import shapes_eval_prompts
 from .judge import METRICS, judge, judge_row
 from .pipeline import text_composer
@@ -563,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"lpd.toy: error: {e}", file=sys.stderr)
         return 2
+    save_json({**metrics, "made_by": provenance("python -m lpd.toy", argv)}, Path(cfg.output_dir) / "metrics.json")
     print(json.dumps(metrics))
     print(f"lpd.toy {argv[0]}: written to {cfg.output_dir}")
     return 0

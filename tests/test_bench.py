@@ -1,6 +1,7 @@
 """The benchmark scripts under tests/ run: the shapes-world throughput script, small (its full run wrote
 reports/shapes_throughput.json). The two-GPU training script runs in tests/test_gpu.py."""
 import json
+import shlex
 import subprocess
 import sys
 
@@ -33,6 +34,7 @@ def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
     assert [w.split("-cpu-")[1] for w in written] == ["tiny-memory.png", "tiny.json", "tiny.md"]
     written.pop(0)
     result = json.loads((tmp_path / written[0]).read_text())
+    assert result["made_by"]["command"] == shlex.join(["lpd-bench", *args])  # and commit, versions, device
     rows = {r["name"]: r for r in result["records"]}
     assert rows["step original"]["rows"] == 2 * rows["step shared"]["rows"] - 2  # 2K versus K + 1, K = 4
     assert "| step shared | eager | 64 | 5 |" in proc.stdout

@@ -1,6 +1,7 @@
 """lpd-eval on the tiny SD3: the baseline and the decomposer pipeline on shapes-world prompts, and generation-only
 for an external prompt file."""
 import json
+import shlex
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_external_prompt_file_is_only_generated(tmp_path, tiny_dir):
         assert sorted(p.name for p in (tmp_path / "images" / i).iterdir()) == ["seed0.png", "seed3.png"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["num_judged"] == 0 and "overall" not in metrics
+    made = metrics["made_by"]  # the command that made it, pasted back as it was typed; commit and versions beside
+    assert made["command"] == shlex.join(["lpd-eval", *args])
+    assert made["packages"]["diffusers"] and made["packages"]["transformers"] and made["device"].startswith("cpu")
 
 
 def test_missing_or_unknown_prompts_are_one_line_errors(tmp_path, capsys):
@@ -100,6 +104,9 @@ def test_compiled_blocks_render_what_eager_renders(tmp_path, tiny_dir):
     run(build_parser().parse_args([*base, "--output_dir", str(tmp_path / "eager")]), pipe)
     assert all(block._compiled_call_impl is None for block in pipe.transformer.transformer_blocks)
     run(build_parser().parse_args([*base, "--output_dir", str(tmp_path / "compiled"), "--compile"]), pipe)
+    made = json.loads((tmp_path / "compiled" / "metrics.json").read_text())["made_by"]["command"]
+    assert build_parser().parse_args(shlex.split(made)[1:]) == build_parser().parse_args(  # without a command line:
+        [*base, "--output_dir", str(tmp_path / "compiled"), "--compile"])  # flags that give the same settings
     assert all(block._compiled_call_impl is not None for block in pipe.transformer.transformer_blocks)
     eager = sorted((tmp_path / "eager" / "images").rglob("*.png"))
     assert len(eager) == 2
