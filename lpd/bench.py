@@ -128,14 +128,14 @@ def _text_tokens(layout: str, N: int, T: int) -> int:
     "CLIP + T5 (plain CFG, a sentence at 512), CLIP + a sentence at 64, or CLIP + a decomposer's sub-prompt."
     return 77 + {"plain_cfg": T, "sentences512": T, "sentences": SPLIT_SETTINGS["sub_prompt_length"]}.get(layout, N)
 
-def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cudagraphs: bool = False):
-    "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cudagraphs`: reduce-overhead)."
+def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cuda_graphs: bool = False):
+    "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cuda_graphs`: reduce-overhead)."
     tf, spec = m["transformer"], m["spec"]
     K, N = spec["decomposer"]["num_components"], spec["decomposer"]["num_tokens"]
     inputs = step_inputs(m, size, layout_rows(layout, K, batch), _text_tokens(layout, N, spec["t5_tokens"]),
                          tf.device, tf.dtype)
     def step():
-        if cudagraphs:
+        if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be reused
         return tf(**inputs)
     return step
@@ -440,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, help="default bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--out_dir", default=str(Path("reports") / "bench"))
+    p.add_argument("--output_dir", "--out_dir", default=str(Path("reports") / "bench"),
+                   help="where the JSON and Markdown go (--out_dir: its earlier name)")
     p.add_argument("--long_generation", type=int, default=0, help="then render N distinct long prompts (0: skip)")
     p.add_argument("--long_batch", type=int, default=10, help="prompts per pipeline call in --long_generation")
     p.add_argument("--long_size", type=int, default=512, help="image size in --long_generation")
@@ -491,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                                      **long_generation(pipe, args.long_generation, args.long_batch,
                                                        size=args.long_size)}
     print(table(result))
-    path = write_bench({**result, "made_by": provenance("lpd-bench", argv)}, args.out_dir)
+    path = write_bench({**result, "made_by": provenance("lpd-bench", argv)}, args.output_dir)
     if "long_generation" in result:
         print(plot_memory(result["long_generation"], path.with_name(path.stem + "-memory.png")))
     print(path)

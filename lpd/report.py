@@ -346,16 +346,17 @@ def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
 
 # %% ../nbs/12_report.ipynb #ad56d5fe
 def main(argv: list[str] | None = None) -> int:
-    "`lpd-report RUN_DIR... [--out_dir DIR]`"
+    "`lpd-report RUN_DIR... [--output_dir DIR]`"
     p = argparse.ArgumentParser(prog="lpd-report", description="HTML + PNG reports of run folders.")
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out_dir", default="reports/pages")
+    p.add_argument("--output_dir", "--out_dir", default="reports/pages",
+                   help="where the pages go (--out_dir: its earlier name)")
     args = p.parse_args(argv)
     missing = [d for d in args.run_dirs if not Path(d).is_dir()]
     if missing:
         print(f"lpd-report: error: not a run folder: {missing[0]}", file=sys.stderr)
         return 2
-    for page in build_reports(args.run_dirs, args.out_dir):
+    for page in build_reports(args.run_dirs, args.output_dir):
         print(page)
     return 0
 

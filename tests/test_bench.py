@@ -23,9 +23,9 @@ def test_shapes_throughput_script(tmp_path):
 
 @pytest.mark.slow
 def test_lpd_bench_runs_small_on_the_cpu(tmp_path):
-    "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --out_dir."
+    "lpd-bench at lpd.tiny's sizes: every measurement, the table on stdout, JSON + Markdown under --output_dir."
     args = ["--scale", "tiny", "--sizes", "64", "--train_batches", "2", "--no_compile", "--warmup", "1", "--iters",
-            "2", "--device", "cpu", "--out_dir", str(tmp_path), "--long_generation", "5", "--long_batch", "2",
+            "2", "--device", "cpu", "--output_dir", str(tmp_path), "--long_generation", "5", "--long_batch", "2",
             "--long_size", "64", "--encode_batches", "1", "--train_setups", "adamw,adafactor+checkpointing",
             "--layouts", "shared,components"]
     proc = subprocess.run([sys.executable, "-m", "lpd.bench", *args], capture_output=True, text=True, timeout=300)
