@@ -27,7 +27,7 @@ from diffusers.training_utils import compute_density_for_timestep_sampling, comp
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from .cache import CACHE_SETTINGS, EncodingCache, build_encoding_cache
+from .cache import EncodingCache, build_encoding_cache
 from .core import logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
@@ -42,12 +42,12 @@ from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, of
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'TrainConfig', 'build_parser', 'parse_args',
+__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'CACHE_SETTINGS', 'TrainConfig', 'build_parser', 'parse_args',
            'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
            'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
            'heldout_loss', 'caption_dataset', 'build_dataloader', 'validation_pipeline', 'validate', 'judge_heldout',
-           'init_trackers', 'build_optimizer', 'build_lr_scheduler', 'fit', 'cache_encodings', 'main']
+           'init_trackers', 'build_optimizer', 'build_lr_scheduler', 'fit', 'cache_encodings', 'cache_main', 'main']
 
 # %% ../nbs/07_train.ipynb #22dcc5fc
 SEED_VALIDATION_PROMPT = (
@@ -656,7 +656,10 @@ def fit(cfg: TrainConfig) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
     cache = EncodingCache(cfg.encoding_cache) if cfg.encoding_cache else None
     if cache is not None:
-        cache.check(cfg)
+        bad = cache.mismatch({name: getattr(cfg, name) for name in CACHE_SETTINGS})
+        if bad:
+            raise ValueError(f"--{bad[0]} is {bad[1]!r} but the encoding cache {cache.folder} was built with "
+                             f"{bad[2]!r}: train with that value or rebuild the cache")
     loader = build_dataloader(cfg, accelerator)
     check_data(loader.dataset, lambda n: _no_rows_message(cfg, n))
     # 2. Frozen SD3 and the decomposer
@@ -765,6 +768,11 @@ def _stop_if_not_finite(accelerator, loss, step, output_dir) -> None:
                                  f"{last[-1] if last else 'none'}")
 
 # %% ../nbs/07_train.ipynb #b6abc958
+CACHE_SETTINGS = (  # the settings that change what is encoded: training must use the cache's values
+    "pretrained_model_name_or_path", "revision", "variant", "dataset_name", "train_data_dir", "dataset_split",
+    "dataset_config_name", "source_filter", "caption_column", "path_column", "image_column", "max_train_samples",
+    "resolution", "center_crop", "max_sequence_length", "mixed_precision", "upcast_vae")
+
 def cache_encodings(out_dir: str | Path, argv: list[str] | None = None, device=None) -> dict:
     "What `lpd-cache` runs: the captions and images of these `lpd-train` settings encoded once into `out_dir`."
     cfg = parse_args(argv)
@@ -779,6 +787,21 @@ def cache_encodings(out_dir: str | Path, argv: list[str] | None = None, device=N
     pipe.set_progress_bar_config(disable=True)
     return build_encoding_cache(pipe, dataset, out_dir, {name: getattr(cfg, name) for name in CACHE_SETTINGS},
                                 cfg.max_sequence_length)
+
+# %% ../nbs/07_train.ipynb #c6a0b005
+def cache_main(argv: list[str] | None = None) -> int:
+    "`lpd-cache OUT_DIR [lpd-train flags]`: encode the training data of those settings once into OUT_DIR."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-"):
+        print("usage: lpd-cache OUT_DIR [lpd-train flags, e.g. --profile P]", file=sys.stderr)
+        return 2
+    try:
+        info = cache_encodings(argv[0], argv[1:])
+    except (ValueError, OSError) as e:
+        print(f"lpd-cache: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(f"lpd-cache: {info['num_captions']} captions and {info['num_images']} images encoded into {argv[0]}")
+    return 0
 
 # %% ../nbs/07_train.ipynb #c1fd6751
 def main(argv: list[str] | None = None) -> int:
