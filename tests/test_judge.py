@@ -67,7 +67,7 @@ def test_random_images_score_near_zero():
     assert scores["presence"] < 0.05 and scores["location"] < 0.05
 
 
-DOCUMENTED_TOLERANCE = 70.0  # RGB distance, nbs/09_judge.ipynb: farther pixels are ignored as edge blends
+DOCUMENTED_TOLERANCE = 70.0  # RGB distance, nbs/06c_judge.ipynb: farther pixels are ignored as edge blends
 
 
 def shifted_colours(image, scene, distance):
