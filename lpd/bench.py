@@ -28,7 +28,8 @@ from .evaluate import shapes_eval_prompts
 from .pipeline import SPLIT_SETTINGS, PromptDecomposePipeline
 from .speedups import TransformerGraphs, compile_blocks, fp8_blocks, fuse_qkv
 from .text import PromptEncoding, encode_long_prompt
-from .tiny import clip_tokenizer, t5_tokenizer, tiny_components, tiny_decomposer
+from .tiny import (TINY_DECOMPOSER, TINY_T5, TINY_TRANSFORMER, clip_tokenizer, t5_tokenizer, tiny_components,
+                      tiny_decomposer)
 from .routing import route_loss, summed_differences, token_route_loss
 from .train import (TrainConfig, build_optimizer, component_predictions, compose, composite_prediction,
                        flow_matching_loss, unconditional_prediction)
@@ -49,15 +50,7 @@ SCALES = {
                 feed_forward_proj="gated-gelu", dropout_rate=0.0),
         decomposer=dict(num_components=4, num_tokens=128, width=4096, num_heads=32, num_layers=6),
         vae_factor=8, t5_tokens=512),
-    "tiny": dict(
-        transformer=dict(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
-                         attention_head_dim=16, num_attention_heads=4, joint_attention_dim=128,
-                         caption_projection_dim=64, pooled_projection_dim=64, pos_embed_max_size=64,
-                         dual_attention_layers=(0,), qk_norm="rms_norm"),
-        t5=dict(vocab_size=3100, d_model=128, d_ff=256, d_kv=32, num_layers=2, num_heads=4,
-                feed_forward_proj="gated-gelu", dropout_rate=0.0),
-        decomposer=dict(num_components=4, num_tokens=16, width=128, num_heads=4, num_layers=2),
-        vae_factor=8, t5_tokens=64),
+    "tiny": dict(transformer=TINY_TRANSFORMER, t5=TINY_T5, decomposer=TINY_DECOMPOSER, vae_factor=8, t5_tokens=64),
 }
 
 def build_modules(scale: str, device: torch.device, dtype: torch.dtype) -> dict:

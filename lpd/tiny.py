@@ -29,9 +29,9 @@ from .core import asset_path, cache_home, logger, running_as_script
 from .decomposer import LATENTS_KEY, WEIGHTS_NAME, PromptDecomposer
 
 # %% auto #0
-__all__ = ['CLIP_BPE_FILE', 'T5_VOCAB_SIZE', 'TINY_T5_DIM', 'DEFAULT_TINY_DIR', 'clip_tokenizer', 'train_t5_spiece',
-           't5_tokenizer', 'tiny_text_encoders', 'tiny_components', 'tiny_decomposer', 'tiny_pipeline', 'save_tiny',
-           'ensure_tiny', 'main']
+__all__ = ['CLIP_BPE_FILE', 'T5_VOCAB_SIZE', 'TINY_T5_DIM', 'TINY_T5', 'TINY_TRANSFORMER', 'TINY_DECOMPOSER', 'DEFAULT_TINY_DIR',
+           'clip_tokenizer', 'train_t5_spiece', 't5_tokenizer', 'tiny_text_encoders', 'tiny_components',
+           'tiny_decomposer', 'tiny_pipeline', 'save_tiny', 'ensure_tiny', 'main']
 
 # %% ../nbs/02_tiny.ipynb #0df240b1
 CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -124,6 +124,15 @@ def t5_tokenizer() -> T5TokenizerFast:
 
 # %% ../nbs/02_tiny.ipynb #2d7c6c92
 TINY_T5_DIM = 128  # joint_attention_dim; CLIP-L (32) + CLIP-G (32) = 64 < 128, zero-padded as in SD3 (2048 < 4096)
+TINY_T5 = dict(  # the one description of the tiny sizes: lpd.bench's tiny scale reads these too
+    vocab_size=T5_VOCAB_SIZE + 100, d_model=TINY_T5_DIM, d_ff=256, d_kv=32, num_layers=2, num_heads=4,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
+    feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TINY_TRANSFORMER = dict(
+    sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=16,
+    num_attention_heads=4, joint_attention_dim=TINY_T5_DIM, caption_projection_dim=64, pooled_projection_dim=64,
+    pos_embed_max_size=64, dual_attention_layers=(0,), qk_norm="rms_norm")
+TINY_DECOMPOSER = dict(num_components=4, num_tokens=16, width=TINY_T5_DIM, num_heads=4, num_layers=2)
 
 def _clip_config(hidden_size: int = 32) -> CLIPTextConfig:
     return CLIPTextConfig(vocab_size=49408, hidden_size=hidden_size, intermediate_size=64, projection_dim=32,
@@ -137,20 +146,14 @@ def tiny_text_encoders(seed: int = 0) -> dict:
     torch.manual_seed(seed + 1)  # CLIP-G: same shape, other weights
     text_encoder_2 = CLIPTextModelWithProjection(_clip_config())
     torch.manual_seed(seed)
-    text_encoder_3 = T5EncoderModel(T5Config(
-        vocab_size=T5_VOCAB_SIZE + 100, d_model=TINY_T5_DIM, d_ff=256, d_kv=32, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
-        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    text_encoder_3 = T5EncoderModel(T5Config(**TINY_T5))
     return dict(text_encoder=text_encoder, tokenizer=clip_tokenizer(), text_encoder_2=text_encoder_2,
                 tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer())
 
 def tiny_components(seed: int = 0) -> dict:
     "The components of a tiny `StableDiffusion3Pipeline`, deterministic from `seed`."
     torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=16,
-        num_attention_heads=4, joint_attention_dim=TINY_T5_DIM, caption_projection_dim=64,
-        pooled_projection_dim=64, pos_embed_max_size=64, dual_attention_layers=(0,), qk_norm="rms_norm")
+    transformer = SD3Transformer2DModel(**TINY_TRANSFORMER)
     torch.manual_seed(seed)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
@@ -164,8 +167,7 @@ def tiny_components(seed: int = 0) -> dict:
 def tiny_decomposer(seed: int = 0, **config) -> PromptDecomposer:
     "A random decomposer that fits the tiny SD3: 4 components x 16 tokens over the 128-wide T5."
     torch.manual_seed(seed)
-    defaults = dict(num_components=4, num_tokens=16, width=TINY_T5_DIM, num_heads=4, num_layers=2)
-    return PromptDecomposer(**{**defaults, **config}).eval()
+    return PromptDecomposer(**{**TINY_DECOMPOSER, **config}).eval()
 
 def tiny_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     "A tiny stock SD3 pipeline on CPU in fp32, progress bar off."
