@@ -227,7 +227,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
               layouts=("plain_cfg", "original", "shared"), fuse: bool = False) -> dict:
     "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
+    dtype = resolve_dtype(dtype, device)
     torch.manual_seed(0)
     m = build_modules(scale, device, dtype)
     K, N, T = m["spec"]["decomposer"]["num_components"], m["spec"]["decomposer"]["num_tokens"], m["spec"]["t5_tokens"]
@@ -471,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_generation or encode_batches:
         device = resolve_device(args.device)
         free_memory()
-        pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype or ("bf16" if device.type == "cuda"
-                                                                                else "fp32"), device))
+        pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype, device))
     for b in encode_batches:  # what a cache of encodings saves per training batch
         result["records"].append({"name": "encode on the fly", "size": sizes[0], "batch": b,
                                   **measure(encoding_step(pipe, b, sizes[0]), pipe._execution_device,

@@ -86,8 +86,10 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
 
 logger = logging.getLogger("lpd")
 
-def resolve_dtype(name: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
-    "Map `fp32|bf16|fp16` (or a torch dtype) to a dtype; half precision on CPU falls back to fp32 with a warning."
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device | str = "cpu") -> torch.dtype:
+    "Map `fp32|bf16|fp16` (or a torch dtype; None: bf16 on a GPU, else fp32) to a dtype; half on CPU gives fp32."
+    if name is None:  # the one default: every command's --dtype and load_pipeline's dtype
+        name = "bf16" if torch.device(device).type == "cuda" else "fp32"
     dtype = name if isinstance(name, torch.dtype) else _DTYPES.get(str(name).lower())
     if dtype is None:
         raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(_DTYPES)}")

@@ -583,7 +583,7 @@ def load_pipeline(
     hub = {k: v for k, v in dict(revision=revision, cache_dir=cache_dir).items() if v is not None}
     facts = model_facts(model, **hub)
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"), device)
+    dtype = resolve_dtype(dtype, device)
     skipped = dict.fromkeys(without)
     decomposer = None
     if decomposer_ckpt is not None:
