@@ -136,7 +136,6 @@ def provenance(prog: str, argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv  # prog may be words: "python -m lpd.toy"
     return {"command": shlex.join([*shlex.split(prog), *argv]), **env_info()}
 
-
 # %% ../nbs/00_core.ipynb #993d7424
 def as_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     "The flags that give `args` from `parser`: each value that differs from its default (a command line to record)."
@@ -150,7 +149,6 @@ def as_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[s
         else:
             argv += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
     return argv
-
 
 # %% ../nbs/00_core.ipynb #edc613a2
 LIBRARY_NOISE = {  # message fragment -> why it never applies to lpd

@@ -243,7 +243,6 @@ def long_caption(
             break
     return " ".join(head + body + said[:n_rel] + fillers[:n_fill]), pool[:n_rel]
 
-
 # %% ../nbs/06b_shapes.ipynb #703e7bef
 def partial_caption(scene: Scene, rng: random.Random, num_named: tuple[int, int] = (1, 3),
                     phrasing: str = "train") -> str:
@@ -275,7 +274,6 @@ def sentence_caption(scene: Scene, rng: random.Random, num_sentences: tuple[int,
     every = head + body + said + fillers[:2]  # as many atmosphere sentences as a long caption has at least
     picked = sorted(rng.sample(range(len(every)), rng.randint(lo, hi)))
     return " ".join(every[i] for i in picked)
-
 
 # %% ../nbs/06b_shapes.ipynb #a1b4f13a
 def world_texts() -> list[str]:
