@@ -35,7 +35,7 @@ from .train import (TrainConfig, build_optimizer, component_predictions, compose
                        flow_matching_loss, unconditional_prediction)
 
 # %% auto #0
-__all__ = ['SCALES', 'BASELINES', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
+__all__ = ['SCALES', 'ALWAYS_TIMED', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
            'step_inputs', 'layout_rows', 'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table',
            'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'main']
 
@@ -106,9 +106,9 @@ def step_inputs(m: dict, size: int, rows: int, text_tokens: int, device, dtype) 
                 pooled_projections=torch.randn(rows, tf.pooled_projection_dim, device=device, dtype=dtype),
                 timestep=torch.full((rows,), 500.0, device=device), return_dict=False)
 
-BASELINES = ("plain_cfg", "original", "shared")  # the layouts eager mode always times
+ALWAYS_TIMED = ("plain_cfg", "original", "shared")  # the layouts eager mode always times
 SENTENCES = 22  # one component per sentence: the mean sentence count of the study's prompts (FACTS.md)
-LAYOUTS = (*BASELINES, "components", "sentences", "sentences512")  # sentences: T5 at 64 tokens each (64 px splits'
+LAYOUTS = (*ALWAYS_TIMED, "components", "sentences", "sentences512")  # sentences: T5 at 64 tokens each (64 px splits'
 # default, lpd.pipeline.SPLIT_SETTINGS), sentences512: at 512; both with the shared unconditional row
 
 def layout_rows(layout: str, K: int, batch: int) -> int:
@@ -262,7 +262,7 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
             add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
         graphs = TransformerGraphs(tf) if "cuda_graphs" in parts else None  # lpd.speedups.cuda_graphs
         for size in sizes:
-            for layout in dict.fromkeys([*BASELINES, *layouts]) if mode == "eager" else layouts:  # eager: baselines
+            for layout in dict.fromkeys([*ALWAYS_TIMED, *layouts]) if mode == "eager" else layouts:  # eager: baselines
                 eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
                               and r["name"] == f"step {layout}" and r.get("gflop")), None)
                 step = transformer_step(m, size, layout, batch)
