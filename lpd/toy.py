@@ -454,7 +454,7 @@ def _check_resume(cfg: ToySD3Config, out: Path) -> None:
                          + ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
                          + " (use another --output_dir)")
 
-def fit_toy_sd3(cfg: ToySD3Config) -> dict:
+def fit_toy_sd3(cfg: ToySD3Config, made_by: dict | None = None) -> dict:  # made_by: lpd.core.provenance
     "Train (or resume) the toy SD3 in `cfg.output_dir`; judge it and save `model/` at every stop. Returns metrics."
     start, device = time.perf_counter(), resolve_device(cfg.device)
     out = Path(cfg.output_dir)
@@ -517,11 +517,11 @@ def fit_toy_sd3(cfg: ToySD3Config) -> dict:
                    **judge_sets(pipe, cfg, held_out), "minutes": round(minutes(), 2),
                    "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
         save_toy_sd3(pipe, out / "model")
-    save_json(metrics, out / "metrics.json")
+    save_json({**metrics, "made_by": made_by} if made_by else metrics, out / "metrics.json")
     return metrics
 
 # %% ../nbs/13_toy.ipynb #6f6949d3
-def fit_vae(cfg: ToyVAEConfig) -> dict:
+def fit_vae(cfg: ToyVAEConfig, made_by: dict | None = None) -> dict:  # made_by: lpd.core.provenance
     "Build, train, scale, judge and save a toy VAE into `cfg.output_dir`; returns (and writes) its metrics."
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -537,7 +537,7 @@ def fit_vae(cfg: ToyVAEConfig) -> dict:
                "shift_factor": shift, "scaling_factor": scale, **roundtrip_scores(vae, cfg),
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"}
     vae.to("cpu").save_pretrained(out)
-    save_json(metrics, out / "metrics.json")
+    save_json({**metrics, "made_by": made_by} if made_by else metrics, out / "metrics.json")
     return metrics
 
 # %% ../nbs/13_toy.ipynb #590b1fa2
@@ -559,11 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(**settings)  # the file under the command line
     cfg = parser.parse_args_into_dataclasses(args=argv[2:])[0]
     try:
-        metrics = fit(cfg)
+        metrics = fit(cfg, made_by=provenance("python -m lpd.toy", argv))
     except (ValueError, OSError) as e:
         print(f"lpd.toy: error: {e}", file=sys.stderr)
         return 2
-    save_json({**metrics, "made_by": provenance("python -m lpd.toy", argv)}, Path(cfg.output_dir) / "metrics.json")
     print(json.dumps(metrics))
     print(f"lpd.toy {argv[0]}: written to {cfg.output_dir}")
     return 0

@@ -280,6 +280,10 @@ def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # mixed precision -> frozen modules; else fp32
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")  # what an encoding cache replaces
+CACHE_SETTINGS = (  # the settings that change what is encoded: training must use the cache's values
+    "pretrained_model_name_or_path", "revision", "variant", "dataset_name", "train_data_dir", "dataset_split",
+    "dataset_config_name", "source_filter", "caption_column", "path_column", "image_column", "max_train_samples",
+    "resolution", "center_crop", "max_sequence_length", "mixed_precision", "upcast_vae")
 
 def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache | None = None) -> Frozen:
     "Load SD3 once; freeze transformer, VAE and text encoders (none of those 4 with `cache`) in the weight dtype."
@@ -768,11 +772,6 @@ def _stop_if_not_finite(accelerator, loss, step, output_dir) -> None:
                                  f"{last[-1] if last else 'none'}")
 
 # %% ../nbs/07_train.ipynb #b6abc958
-CACHE_SETTINGS = (  # the settings that change what is encoded: training must use the cache's values
-    "pretrained_model_name_or_path", "revision", "variant", "dataset_name", "train_data_dir", "dataset_split",
-    "dataset_config_name", "source_filter", "caption_column", "path_column", "image_column", "max_train_samples",
-    "resolution", "center_crop", "max_sequence_length", "mixed_precision", "upcast_vae")
-
 def cache_encodings(out_dir: str | Path, argv: list[str] | None = None, device=None) -> dict:
     "What `lpd-cache` runs: the captions and images of these `lpd-train` settings encoded once into `out_dir`."
     cfg = parse_args(argv)

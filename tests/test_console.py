@@ -3,6 +3,7 @@ went) and no library warning that does not apply; nothing prints a prompt's text
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,7 @@ COMMANDS = {  # a run of each command on the embedded tiny model, with a prompt 
     "lpd-train": ["lpd.train", "--profile", str(repo_root() / "data" / "profiles" / "tiny.yaml"),
                   "--max_train_steps", "2", "--validation_steps", "2", "--checkpointing_steps", "2",
                   "--output_dir", "{out}"],
-    "lpd-cache": ["-c", "import sys; from lpd.train import cache_main; sys.exit(cache_main())", "{out}", "--profile",
-                  str(repo_root() / "data" / "profiles" / "tiny.yaml")],  # lpd.train owns it: no -m of its own
+    "lpd-cache": [None, "{out}", "--profile", str(repo_root() / "data" / "profiles" / "tiny.yaml")],  # None: script
 }
 
 
@@ -35,8 +35,8 @@ def test_commands_print_no_library_warnings(command, tmp_path):
     module, *args = COMMANDS[command]
     args = [a.replace("{out}", str(tmp_path / "out")) for a in args]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.run([sys.executable, *(["-m", module] if module != "-c" else [module]), *args],
-                          capture_output=True, text=True, timeout=300,
+    launcher = [sys.executable, "-m", module] if module else [str(Path(sys.executable).parent / command)]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=300,
                           cwd=repo_root(), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert foreign_lines(proc.stderr) == [], foreign_lines(proc.stderr)[:5]
