@@ -292,14 +292,15 @@ def interval_table(results_dir: str | Path, methods: list[str], labels: dict[str
 PASS_SPLITS = {"sentences": "split", "objects": "oracle_objects", "pairs": "oracle_pairs"}
 
 def passes_per_step(spec: str, row: dict) -> int:
-    "Transformer passes one sampling step takes for prompt `row`: `spec` is a number or `1+sentences|objects|pairs`."
+    "Transformer passes one sampling step takes for prompt `row`: `spec` is a number, `1+S` or `2*S` (S a split)."
     if spec.isdigit():
         return int(spec)
-    one, _, per = spec.partition("+")
-    if one != "1" or per not in PASS_SPLITS:
-        raise ValueError(f"a passes spec is a number or 1+sentences, 1+objects or 1+pairs, got {spec!r}")
+    rule, per = spec[:2], spec[2:]
+    if rule not in ("1+", "2*") or per not in PASS_SPLITS:
+        raise ValueError(f"a passes spec is a number, 1+S or 2*S with S sentences, objects or pairs, got {spec!r}")
     from lpd.evaluate import baseline_rows  # the sub-prompts as lpd-eval builds them (its import of torch waits)
-    return 1 + len(baseline_rows([row], PASS_SPLITS[per], num_components=None)[0]["sub_prompts"])
+    k = len(baseline_rows([row], PASS_SPLITS[per], num_components=None)[0]["sub_prompts"])
+    return 1 + k if rule == "1+" else 2 * k
 
 def passes_column(rows: list[dict], spec: str, group: tuple[int, int]) -> float:
     "The mean passes per step over the prompts of `group`'s object counts."

@@ -59,24 +59,26 @@ TOY = repo_root() / "data" / "toy-sd3"
 
 @pytest.mark.slow  # over 5 s on 2 cores
 def test_the_shipped_toy_sd3_draws_held_out_short_prompts():
-    """The toy SD3 (stage 2, `python -m lpd.toy sd3 data/profiles/toy_sd3.yaml`), loaded as an SD3.5 folder is,
-    draws held-out 1-3-object scenes from the training phrasings so that the judge finds them (untrained: ~0.1)."""
+    """The shipped toy SD3 (`python -m lpd.toy sd3 data/profiles/toy_sd3*.yaml`, reports/toy-sd3), loaded as an SD3.5
+    folder is, draws held-out 1-3-object scenes from the training phrasings so that the judge finds them (measured
+    1.0 on every metric for these 24 prompts; the closed-world toy 0.90 / 0.90 / 0.88; untrained: ~0.1)."""
     cfg = HfArgumentParser(ToySD3Config).parse_yaml_file(str(repo_root() / "data" / "profiles" / "toy_sd3.yaml"))[0]
     pipe = load_pipeline(TOY, None, "cpu", torch.float32)
     pipe.set_progress_bar_config(disable=True)
     rows = shapes_eval_prompts(24, 1, None, (1, 3), "train", {s.to_json() for s in training_scenes(cfg)})
     scores = mean_scores(judge_pipeline(pipe, rows, seed=0, num_inference_steps=20, guidance_scale=4.5,
                                         max_sequence_length=64)[0])
-    assert scores["presence"] >= 0.8 and scores["attributes"] >= 0.75 and scores["location"] >= 0.75, scores
+    assert scores["presence"] >= 0.95 and scores["attributes"] >= 0.95 and scores["location"] >= 0.95, scores
     assert all(f.stat().st_size < 16 * 2**20 for f in TOY.rglob("*") if f.is_file())
 
 
 @pytest.mark.slow  # over 5 s on 2 cores
 def test_the_embedded_default_is_the_toy_with_its_trained_decomposer():
     """What `lpd-infer`/`lpd-eval`/`load_pipeline` use with no model: the toy SD3 folder, its decomposer (a token
-    router trained by `lpd-train` on long captions, reports/toy-study/open) registered in model_index.json and loaded
-    by diffusers' `from_pretrained`. On held-out 4-6-object prompts its composites place the objects (measured 0.92
-    presence and 0.87 location on these 8 prompts, 12 steps; the same router with random weights: 0.22 and 0.02)."""
+    router trained by `lpd-train` on long captions, reports/toy-study/open/sentences) registered in model_index.json
+    and loaded by diffusers' `from_pretrained`. On held-out 4-6-object prompts its composites place the objects
+    (measured 0.954 presence and 0.933 location on these 8 prompts, 12 steps; the same router with random weights
+    and the trained blank: 0.24 and 0.02)."""
     assert default_model() == TOY
     pipe = PromptDecomposePipeline.from_pretrained(default_model())
     pipe.set_progress_bar_config(disable=True)
@@ -84,7 +86,7 @@ def test_the_embedded_default_is_the_toy_with_its_trained_decomposer():
     assert (config.kind, config.num_components, config.width, config.composition) == ("router", 9, 128, "sum")
     rows = shapes_eval_prompts(8, 1, pipe.tokenizer_3, (4, 6), "train")
     scores = mean_scores(judge_pipeline(pipe, rows, seed=0, num_inference_steps=12)[0])
-    assert scores["presence"] >= 0.75 and scores["location"] >= 0.7, scores
+    assert scores["presence"] >= 0.85 and scores["location"] >= 0.85, scores
     assert sum(f.stat().st_size for f in TOY.rglob("*") if f.is_file()) <= 40e6  # the budget; 31.3 MB now
 
 

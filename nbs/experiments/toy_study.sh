@@ -19,10 +19,12 @@
 #   rows NAME...      rows of the composition study (ROWS below) on MODEL, one process each, in parallel:
 #                     PHRASING=train (3 seeds, the default) or eval (1 seed); SUBLEN = T5 tokens of each split or
 #                     oracle sub-prompt (512); TAG prefixes the folders (closed- for the closed-world control)
-#   open_study        all of issue 26's open-world runs on one GPU, in parallel: the decomposer's data (OPEN_SCENES=10000)
-#                     and training (n4-open: K 4, T5-only components, sum rule, STEPS=500) then its rows, and every
-#                     row of ROWS in the training phrasings (3 seeds) and the main ones in the eval phrasings (1 seed),
-#                     split and oracle sub-prompts at SUBLEN=64 T5 tokens
+#   open_study        all of issue 26's open-world runs on one GPU, in parallel: open_decomposers then decomposer_rows
+#                     of both, every row of ROWS in the training phrasings (3 seeds) and the main ones in the eval
+#                     phrasings (1 seed), split and oracle sub-prompts at SUBLEN=64 T5 tokens
+#   open_decomposers  the decomposers' data (OPEN_SCENES=10000), then in parallel n4-open (K 4 resampler, T5-only
+#                     components, sum rule) and the embedded default t9-objects-long (ROUTES), STEPS=500 each
+#   decomposer_rows NAME...  each decomposer's row in the training phrasings (3 seeds) and the eval phrasings (1 seed)
 # Issue 27, decomposers taught to route (lpd.routing), on the open-world toy; K 4 / 9, T5-only components, sum rule:
 #   route [NAME...]   the decomposers' data (OPEN_SCENES=10000), then the named runs of ROUTES in parallel (STEPS=400,
 #                     held-out judging of 32 prompts every 100 steps), each followed by its row (training phrasings,
@@ -35,7 +37,7 @@ RUN=runs/toy-study
 MODEL=${MODEL:-data/toy-sd3}
 PY=${PYTHON:-python}  # the lpd-* commands as modules: the GPU image has no console scripts
 SCENES=${SCENES:-20000} PROMPTS=${PROMPTS:-240}  # smaller only for a smoke test
-stage=${1:?usage: toy_study.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|route [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
+stage=${1:?usage: toy_study.sh data|train NAME [flags]|eval [NAME...]|toy_open [flags]|rows NAME...|open_study|open_decomposers|decomposer_rows NAME...|route [NAME...]|shared NAME...|compiled NAME...|fp8 NAME...|every2 NAME...|fastest NAME...|fastest_every2 NAME...|fastest_every2_late NAME...|pack OUT|unpack DIR}; shift
 
 common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_inference_steps 20 --height 64 --width 64
         --batch_size $PROMPTS --seed 1)
@@ -118,15 +120,29 @@ toy_open)
   exec $PY -m lpd.toy sd3 data/profiles/toy_sd3_open.yaml "$@"
   ;;
 open_study)
-  mkdir -p $RUN/eval
   export SUBLEN=${SUBLEN:-64}
-  (SCENES=${OPEN_SCENES:-10000} bash $0 data > $RUN/data.log 2>&1 \
-   && bash $0 train n4-open --component_clip empty --composition sum --max_train_steps ${STEPS:-500} \
-        --checkpointing_steps 250 > $RUN/n4-open.log 2>&1 \
-   && { one n4-open train 0,1,2 --decomposer_ckpt $RUN/n4-open & one n4-open eval 0 --decomposer_ckpt $RUN/n4-open;
-        wait; }) &
+  (bash $0 open_decomposers && bash $0 decomposer_rows n4-open t9-objects-long) &
   bash $0 rows "${!ROWS[@]}" &
   PHRASING=eval bash $0 rows whole leading sentences objects pairs &
+  wait
+  ;;
+open_decomposers)
+  mkdir -p $RUN
+  [ -f runs/shapes-long6/captions.jsonl ] || SCENES=${OPEN_SCENES:-10000} bash $0 data > $RUN/data.log 2>&1
+  pids=()
+  for name in n4-open t9-objects-long; do
+    flags=$([ $name = n4-open ] && echo "" || echo "${ROUTES[$name]} --validation_steps 100 --judge_prompts 32")
+    bash $0 train $name --pretrained_model_name_or_path $MODEL --component_clip empty --composition sum \
+      --max_train_steps ${STEPS:-500} --checkpointing_steps 250 $flags > $RUN/$name.log 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait $pid || { echo "a training failed: see $RUN/*.log" >&2; exit 1; }; done
+  ;;
+decomposer_rows)
+  mkdir -p $RUN/eval
+  for name in "$@"; do
+    one "$name" train 0,1,2 --decomposer_ckpt $RUN/$name & one "$name" eval 0 --decomposer_ckpt $RUN/$name &
+  done
   wait
   ;;
 rows)
