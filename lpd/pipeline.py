@@ -28,7 +28,8 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
            'composition_kwargs', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer']
+           'DecomposeInputsMixin', 'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'PromptDecomposePipeline',
+           'model_facts', 'load_pipeline', 'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -144,35 +145,9 @@ class DecomposeOutput(BaseOutput):
     composite: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None  # None with include_composite=False
     components: list  # K entries, each like `composite`
 
-# %% ../nbs/04_pipeline.ipynb #aea4c24b
-class PromptDecomposePipeline(StableDiffusion3Pipeline):
-    r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are composed.
-
-    Components are those of [`StableDiffusion3Pipeline`] plus `decomposer` ([`~lpd.decomposer.PromptDecomposer`]),
-    registered so that `save_pretrained`/`from_pretrained` round-trip it. Load a stock SD3.5 folder with your own
-    decomposer: `PromptDecomposePipeline.from_pretrained(sd35_dir, decomposer=PromptDecomposer.from_pretrained(c))`.
-    """
-
-    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->decomposer->transformer->vae"
-    _optional_components = ["image_encoder", "feature_extractor", "decomposer"]
-
-    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                 text_encoder_3, tokenizer_3, image_encoder=None, feature_extractor=None,
-                 decomposer: PromptDecomposer | None = None):
-        super().__init__(transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                         text_encoder_3, tokenizer_3, image_encoder, feature_extractor)
-        self.register_modules(decomposer=decomposer)
-
-    def composition_settings(self, composition: str | None = None, component_clip: str | None = None,
-                             negative_branch: str | None = None, sub_prompts=None,
-                             guidance_scale: float | None = None) -> tuple[str, str, str, float]:
-        "`(composition, component_clip, negative_branch, guidance_scale)`: given, else the decomposer's, else defaults"
-        config = self.decomposer.config if sub_prompts is None and self.decomposer is not None else {}
-        composition = composition or config.get("composition", "mean")
-        component_clip = component_clip or config.get("component_clip", "prompt" if sub_prompts is None else "own")
-        negative_branch = negative_branch or ("shared" if composition == "sum" else "per_component")
-        guidance_scale = GUIDANCE_SCALES.get(composition, GUIDANCE_SCALE) if guidance_scale is None else guidance_scale
-        return composition, component_clip, negative_branch, guidance_scale
+# %% ../nbs/04_pipeline.ipynb #0ce36a27
+class DecomposeInputsMixin:
+    "The argument checks of `PromptDecomposePipeline`: one `ValueError` naming the first bad argument."
 
     def check_decompose_inputs(self, prompt, negative_prompt, prompt_encoding, height, width, num_inference_steps,
                                components, component_weights, max_sequence_length, sub_prompts=None, *,
@@ -251,6 +226,10 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
             raise ValueError(f"sub_prompts must be a non-empty list of non-empty lists of strings, "
                              f"got {sub_prompts!r:.80}")
         return sub_prompts
+
+# %% ../nbs/04_pipeline.ipynb #5f8e8e73
+class DecomposeEmbedsMixin:
+    "Texts and prompts to the transformer's sub-prompt rows, for `PromptDecomposePipeline`."
 
     def plain_embeds(self, texts: list[str], num_images_per_prompt: int = 1, max_sequence_length: int = 512,
                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,6 +317,115 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         embeds = torch.stack([self.sub_prompt_embeds(e, components) for e in encodings])
         pooled = torch.stack([e.pooled_embeds.to(self.transformer.dtype) for e in encodings])
         return embeds, pooled
+
+    def _embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
+                num_images_per_prompt, max_sequence_length, clip_skip, sub_prompts, negative_branch, component_clip):
+        "Steps 2-3: `(G, K, B, S, D)` embeds, pooled, mask `(K, B)` (None: all); shared: the rows [uncond ; K]."
+        shared = negative_branch == "shared" and self.do_classifier_free_guidance
+        mask = None
+        if sub_prompts is not None:  # given texts, or ...
+            if components is not None:
+                sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
+            embeds, pooled, mask = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt,
+                                                    max_sequence_length, clip_skip, not shared, component_clip)
+            mask = None if mask.all() else mask
+        else:  # ... the decomposed prompt
+            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
+                                                     negative_prompt_encoding, components, num_images_per_prompt,
+                                                     max_sequence_length, clip_skip, not shared, component_clip)
+        if shared:  # the rows become [unconditional ; K components] of one branch
+            K, B = embeds.shape[1:3]
+            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
+            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
+                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
+            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
+            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
+            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
+        return embeds, pooled, mask
+
+# %% ../nbs/04_pipeline.ipynb #952eb09c
+class DecomposeRendersMixin:
+    "The composite and each component from the same noise, for `PromptDecomposePipeline`."
+
+    @torch.no_grad()
+    def decompose(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = "",
+        include_composite: bool = True,  # also render the composite from the same noise
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        guidance_scale: float | None = None,  # None: 4.5 (mean), 2 (sum); <= 1 disables guidance under "mean"
+        max_sequence_length: int = 512,
+        prompt_encoding: PromptEncoding | None = None,
+        negative_prompt_encoding: PromptEncoding | None = None,
+        clip_skip: int | None = None,
+        sub_prompts: list[list[str]] | None = None,  # given texts instead of a prompt: each rendered alone
+        **kwargs,  # passed on to __call__ (num_inference_steps, output_type, composition, component_clip, ...)
+    ) -> DecomposeOutput:
+        "Render every component alone (and the composite) from the same starting noise: what each sub-prompt carries."
+        height = height or self.default_sample_size * self.vae_scale_factor
+        width = width or self.default_sample_size * self.vae_scale_factor
+        composition, _, _, guidance_scale = self.composition_settings(
+            kwargs.get("composition"), sub_prompts=sub_prompts, guidance_scale=guidance_scale)
+        common = dict(negative_prompt=negative_prompt, clip_skip=clip_skip)
+        if sub_prompts is not None:  # the texts are encoded by each call; the noise is drawn once
+            counts = sorted({len(texts) for texts in self._check_sub_prompts(sub_prompts)})
+            if len(counts) > 1:
+                raise ValueError(f"decompose renders component k of every prompt: sub_prompts need one count, "
+                                 f"got {counts}")
+            K, B = counts[0], len(sub_prompts) * num_images_per_prompt
+            common.update(sub_prompts=sub_prompts, num_images_per_prompt=num_images_per_prompt)
+        else:  # encode once; every render below reuses it
+            if prompt_encoding is None:
+                if prompt is None:
+                    raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
+                unconditional = self.needs_unconditional(guidance_scale, composition)
+                prompt_encoding, negative_prompt_encoding = self.encode(
+                    prompt, negative_prompt, unconditional, num_images_per_prompt, max_sequence_length, clip_skip)
+            K, B = self.decomposer.config.num_components, prompt_encoding.t5_embeds.shape[0]
+            common.update(prompt_encoding=prompt_encoding, negative_prompt_encoding=negative_prompt_encoding)
+        latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width, self.transformer.dtype,
+                                       self._execution_device, generator, latents)
+        common.update(latents=latents, height=height, width=width, guidance_scale=guidance_scale,
+                      max_sequence_length=max_sequence_length, **kwargs)
+        composite = self(**common).images if include_composite else None
+        components = [self(components=[k], **common).images for k in range(K)]
+        return DecomposeOutput(composite=composite, components=components)
+
+# %% ../nbs/04_pipeline.ipynb #aea4c24b
+class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, DecomposeRendersMixin,
+                              StableDiffusion3Pipeline):
+    r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are composed.
+
+    Components are those of [`StableDiffusion3Pipeline`] plus `decomposer` ([`~lpd.decomposer.PromptDecomposer`]),
+    registered so that `save_pretrained`/`from_pretrained` round-trip it. Load a stock SD3.5 folder with your own
+    decomposer: `PromptDecomposePipeline.from_pretrained(sd35_dir, decomposer=PromptDecomposer.from_pretrained(c))`.
+    """
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->decomposer->transformer->vae"
+    _optional_components = ["image_encoder", "feature_extractor", "decomposer"]
+
+    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                 text_encoder_3, tokenizer_3, image_encoder=None, feature_extractor=None,
+                 decomposer: PromptDecomposer | None = None):
+        super().__init__(transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                         text_encoder_3, tokenizer_3, image_encoder, feature_extractor)
+        self.register_modules(decomposer=decomposer)
+
+    def composition_settings(self, composition: str | None = None, component_clip: str | None = None,
+                             negative_branch: str | None = None, sub_prompts=None,
+                             guidance_scale: float | None = None) -> tuple[str, str, str, float]:
+        "`(composition, component_clip, negative_branch, guidance_scale)`: given, else the decomposer's, else defaults"
+        config = self.decomposer.config if sub_prompts is None and self.decomposer is not None else {}
+        composition = composition or config.get("composition", "mean")
+        component_clip = component_clip or config.get("component_clip", "prompt" if sub_prompts is None else "own")
+        negative_branch = negative_branch or ("shared" if composition == "sum" else "per_component")
+        guidance_scale = GUIDANCE_SCALES.get(composition, GUIDANCE_SCALE) if guidance_scale is None else guidance_scale
+        return composition, component_clip, negative_branch, guidance_scale
 
     @property
     def do_classifier_free_guidance(self):
@@ -449,31 +537,6 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         self.maybe_free_model_hooks()
         return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
 
-    def _embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
-                num_images_per_prompt, max_sequence_length, clip_skip, sub_prompts, negative_branch, component_clip):
-        "Steps 2-3: `(G, K, B, S, D)` embeds, pooled, mask `(K, B)` (None: all); shared: the rows [uncond ; K]."
-        shared = negative_branch == "shared" and self.do_classifier_free_guidance
-        mask = None
-        if sub_prompts is not None:  # given texts, or ...
-            if components is not None:
-                sub_prompts = [[texts[k] for k in components] for texts in sub_prompts]
-            embeds, pooled, mask = self.text_embeds(sub_prompts, negative_prompt, num_images_per_prompt,
-                                                    max_sequence_length, clip_skip, not shared, component_clip)
-            mask = None if mask.all() else mask
-        else:  # ... the decomposed prompt
-            embeds, pooled = self._decomposed_embeds(prompt, negative_prompt, prompt_encoding,
-                                                     negative_prompt_encoding, components, num_images_per_prompt,
-                                                     max_sequence_length, clip_skip, not shared, component_clip)
-        if shared:  # the rows become [unconditional ; K components] of one branch
-            K, B = embeds.shape[1:3]
-            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
-            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
-                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
-            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
-            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
-            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
-        return embeds, pooled, mask
-
     # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (step 5)
     def _timesteps(self, num_inference_steps, sigmas, latents, mu, device):
         scheduler_kwargs = {}
@@ -497,55 +560,6 @@ class PromptDecomposePipeline(StableDiffusion3Pipeline):
         latents = (latents / self.vae.config.scaling_factor) + self.vae.config.shift_factor
         image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
         return self.image_processor.postprocess(image, output_type=output_type)
-
-    @torch.no_grad()
-    def decompose(
-        self,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = "",
-        include_composite: bool = True,  # also render the composite from the same noise
-        num_images_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        guidance_scale: float | None = None,  # None: 4.5 (mean), 2 (sum); <= 1 disables guidance under "mean"
-        max_sequence_length: int = 512,
-        prompt_encoding: PromptEncoding | None = None,
-        negative_prompt_encoding: PromptEncoding | None = None,
-        clip_skip: int | None = None,
-        sub_prompts: list[list[str]] | None = None,  # given texts instead of a prompt: each rendered alone
-        **kwargs,  # passed on to __call__ (num_inference_steps, output_type, composition, component_clip, ...)
-    ) -> DecomposeOutput:
-        "Render every component alone (and the composite) from the same starting noise: what each sub-prompt carries."
-        height = height or self.default_sample_size * self.vae_scale_factor
-        width = width or self.default_sample_size * self.vae_scale_factor
-        composition, _, _, guidance_scale = self.composition_settings(
-            kwargs.get("composition"), sub_prompts=sub_prompts, guidance_scale=guidance_scale)
-        common = dict(negative_prompt=negative_prompt, clip_skip=clip_skip)
-        if sub_prompts is not None:  # the texts are encoded by each call; the noise is drawn once
-            counts = sorted({len(texts) for texts in self._check_sub_prompts(sub_prompts)})
-            if len(counts) > 1:
-                raise ValueError(f"decompose renders component k of every prompt: sub_prompts need one count, "
-                                 f"got {counts}")
-            K, B = counts[0], len(sub_prompts) * num_images_per_prompt
-            common.update(sub_prompts=sub_prompts, num_images_per_prompt=num_images_per_prompt)
-        else:  # encode once; every render below reuses it
-            if prompt_encoding is None:
-                if prompt is None:
-                    raise ValueError("pass exactly one of `prompt`, `prompt_encoding` and `sub_prompts`")
-                unconditional = self.needs_unconditional(guidance_scale, composition)
-                prompt_encoding, negative_prompt_encoding = self.encode(
-                    prompt, negative_prompt, unconditional, num_images_per_prompt, max_sequence_length, clip_skip)
-            K, B = self.decomposer.config.num_components, prompt_encoding.t5_embeds.shape[0]
-            common.update(prompt_encoding=prompt_encoding, negative_prompt_encoding=negative_prompt_encoding)
-        latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width, self.transformer.dtype,
-                                       self._execution_device, generator, latents)
-        common.update(latents=latents, height=height, width=width, guidance_scale=guidance_scale,
-                      max_sequence_length=max_sequence_length, **kwargs)
-        composite = self(**common).images if include_composite else None
-        components = [self(components=[k], **common).images for k in range(K)]
-        return DecomposeOutput(composite=composite, components=components)
 
 # %% ../nbs/04_pipeline.ipynb #2ab7cf80
 def model_facts(model: str | os.PathLike, **hub_kwargs) -> dict:
