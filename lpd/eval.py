@@ -13,8 +13,8 @@ from pathlib import Path
 from .core import as_argv, default_model, provenance, running_as_script, save_json
 from .evaluate import BASELINES, COMPOSED_BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
-                          text_composer)
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, check_composition_settings,
+                          composition_kwargs, load_pipeline, text_composer)
 from .speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 from .text import read_prompts, split_components
 
@@ -64,9 +64,6 @@ def sampling_settings(args) -> dict:
     if args.decomposer_ckpt and args.baseline != "full":
         raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
                          "drop --decomposer_ckpt or the --baseline")
-    if args.decomposer_ckpt and args.sub_prompt_length is not None:
-        raise ValueError("--sub_prompt_length is the T5 length of composed texts (--baseline split, oracle_*); a "
-                         "decomposer reads the prompt at --max_sequence_length")
     if args.split_components is not None and args.baseline != "split":
         raise ValueError("--split_components needs --baseline split")
     defaults = build_parser().parse_args(["--output_dir", "."])  # composition flags left at their defaults
@@ -77,13 +74,10 @@ def sampling_settings(args) -> dict:
             raise ValueError(f"--{next(iter(given))} {next(iter(given.values()))} needs a decomposer or --baseline "
                              f"split, oracle_objects or oracle_pairs")
         return {"guidance_scale": GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale}
-    if args.negative_every != 1 and args.negative_branch != "shared":
-        raise ValueError(f"--negative_every {args.negative_every} needs --negative_branch shared")
-    if args.negative_every_start and (args.negative_every == 1 or not 0 <= args.negative_every_start < 1):
-        raise ValueError(f"--negative_every_start {args.negative_every_start} needs --negative_every > 1 and a "
-                         "fraction in [0, 1)")
     settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
-    return settings if args.decomposer_ckpt else {**SPLIT_SETTINGS, **settings}
+    settings = settings if args.decomposer_ckpt else {**SPLIT_SETTINGS, **settings}
+    check_composition_settings(settings, sub_prompts=not args.decomposer_ckpt, flags=True)  # the pipeline's own check
+    return settings
 
 # %% ../nbs/10_eval.ipynb #900c0e74
 def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records

@@ -16,8 +16,8 @@ from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
 from diffusers import StableDiffusion3Pipeline
 
-from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, composition_kwargs, load_pipeline,
-                          model_facts, text_composer)
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, check_composition_settings,
+                          composition_kwargs, load_pipeline, model_facts, text_composer)
 from .text import check_max_sequence_length, check_prompt, read_prompts, split_components, split_sentences
 
 # %% auto #0
@@ -126,14 +126,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     if not args.split and args.decomposer_ckpt is None and not Path(ckpt).exists():
         raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder (or compose its "
                          "sentences with --split sentences)")
+    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
+    settings = {**SPLIT_SETTINGS, **settings} if args.split else settings  # a split composes as lpd-eval's does
+    check_composition_settings(settings, sub_prompts=bool(args.split), flags=True)
     size = render_size(facts)
     # 2. Load SD3 with the decomposer (none for --split), once, everything in --dtype
     pipe = load_pipeline(model, ckpt, args.device, args.dtype, **_decomposer_flags(args))
     # 3. Render: the composite, and each component from the same noise
-    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
     texts = {"prompt": prompt}
-    if args.split:  # the sentences as given texts, composed as a split composes (unless the flags say otherwise)
-        pipe, settings = text_composer(pipe), {**SPLIT_SETTINGS, **settings}
+    if args.split:  # the sentences as given texts
+        pipe = text_composer(pipe)
         texts = {"sub_prompts": [split_sentences(prompt, args.split_components)]}
     call = dict(**texts, **settings, negative_prompt=args.negative_prompt, height=args.height or size,
                 width=args.width or size, num_inference_steps=args.num_inference_steps,

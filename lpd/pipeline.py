@@ -27,9 +27,9 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
-           'composition_kwargs', 'compose_noise_pred', 'sub_prompts', 'predict_components', 'DecomposeOutput',
-           'DecomposeInputsMixin', 'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'PromptDecomposePipeline',
-           'model_facts', 'load_pipeline', 'text_composer']
+           'composition_kwargs', 'compose_noise_pred', 'needs_unconditional', 'check_composition_settings',
+           'sub_prompts', 'predict_components', 'DecomposeOutput', 'DecomposeInputsMixin', 'DecomposeEmbedsMixin',
+           'DecomposeRendersMixin', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -92,6 +92,52 @@ def compose_noise_pred(
     uncond, cond = noise_pred[0], noise_pred[1]
     scale = guidance_scale * (count.view(B, *[1] * (noise_pred.ndim - 3)) if composition == "sum" else 1.0)
     return (w * uncond).sum(0) + scale * (w * (cond - uncond)).sum(0)
+
+# %% ../nbs/04_pipeline.ipynb #9d5b70a6
+def needs_unconditional(guidance_scale: float, composition: str) -> bool:
+    "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
+    return guidance_scale > 1 or composition == "sum"
+
+def check_composition_settings(
+    settings: dict,  # `composition_kwargs`' names; None or absent: not known yet
+    sub_prompts: bool = False,  # whether the call composes given texts (a split, an oracle) rather than a decomposer's
+    flags: bool = False,  # say a bad setting as its command-line flag (`--negative_every 2`), not as an argument
+) -> None:
+    "Raise `ValueError` naming the first bad composition setting."
+    s = {k: v for k, v in settings.items() if v is not None}
+    said = (lambda name: f"--{name} {s[name]}") if flags else (lambda name: f"{name}={s[name]!r}")
+    for name, allowed in (("composition", COMPOSITIONS), ("component_clip", COMPONENT_CLIPS),
+                          ("negative_branch", NEGATIVE_BRANCHES)):
+        if name in s and s[name] not in allowed:
+            raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {s[name]!r}" if flags else
+                             f"{name} must be one of {allowed}, got {s[name]!r}")
+    if s.get("component_clip") == "own" and not sub_prompts:
+        raise ValueError(f"{said('component_clip')} needs {'texts to compose' if flags else 'sub_prompts'}: a "
+                         "decomposer's components have no text of their own")
+    every, start = settings.get("negative_every", 1), settings.get("negative_every_start", 0.0)
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"{'--' if flags else ''}negative_every must be a whole number of steps >= 1, got {every!r}")
+    rule = s.get("composition")
+    branch = s.get("negative_branch", {"sum": "shared", "mean": "per_component"}.get(rule))
+    guidance = s.get("guidance_scale", GUIDANCE_SCALES.get(rule))
+    unconditional = None if rule is None or guidance is None else needs_unconditional(guidance, rule)
+    if every > 1 and (branch not in ("shared", None) or unconditional is False):
+        raise ValueError(f"--negative_every {every} needs --negative_branch shared and --guidance_scale > 1" if flags
+                         else f"negative_every={every} needs negative_branch='shared' and guidance_scale > 1")
+    if not 0 <= start < 1 or (start and every == 1):
+        raise ValueError(f"--negative_every_start {start} needs --negative_every > 1 and a fraction in [0, 1)" if flags
+                         else f"negative_every_start must be in [0, 1) with negative_every > 1, got {start!r} with "
+                              f"negative_every={every}")
+    size = s.get("transformer_batch_size")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise ValueError(f"{'--' if flags else ''}transformer_batch_size must be a positive number of rows, "
+                         f"got {size!r}")
+    if "sub_prompt_length" in s:
+        if not sub_prompts:
+            raise ValueError("--sub_prompt_length is the T5 length of composed texts; a decomposer reads the prompt "
+                             "at --max_sequence_length" if flags else
+                             "sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
+        check_max_sequence_length(s["sub_prompt_length"], f"{'--' if flags else ''}sub_prompt_length")
 
 # %% ../nbs/04_pipeline.ipynb #1f75e68e
 def sub_prompts(
@@ -182,41 +228,13 @@ class DecomposeInputsMixin:
         if component_weights is not None and len(component_weights) != n:
             raise ValueError(f"{len(component_weights)} component_weights for {n} components")
         check_max_sequence_length(max_sequence_length)
-        self._check_settings(sub_prompts, composition, component_clip, negative_branch, negative_every,
-                             negative_every_start, transformer_batch_size, guidance_scale, sub_prompt_length)
+        check_composition_settings(dict(composition=composition, component_clip=component_clip,
+                                        negative_branch=negative_branch, negative_every=negative_every,
+                                        negative_every_start=negative_every_start, guidance_scale=guidance_scale,
+                                        transformer_batch_size=transformer_batch_size,
+                                        sub_prompt_length=sub_prompt_length), sub_prompts is not None)
 
-    @staticmethod
-    def needs_unconditional(guidance_scale: float, composition: str) -> bool:
-        "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
-        return guidance_scale > 1 or composition == "sum"
-
-    @classmethod
-    def _check_settings(cls, sub_prompts, composition, component_clip, negative_branch, negative_every,
-                        negative_every_start, transformer_batch_size, guidance_scale, sub_prompt_length):
-        for name, value, allowed in (("composition", composition, COMPOSITIONS),
-                                     ("component_clip", component_clip, COMPONENT_CLIPS),
-                                     ("negative_branch", negative_branch, NEGATIVE_BRANCHES)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if component_clip == "own" and sub_prompts is None:
-            raise ValueError("component_clip='own' needs sub_prompts: a decomposer's components have no text of "
-                             "their own")
-        if not isinstance(negative_every, int) or negative_every < 1:
-            raise ValueError(f"negative_every must be a whole number of steps >= 1, got {negative_every!r}")
-        if negative_every > 1 and (negative_branch != "shared"
-                                   or not cls.needs_unconditional(guidance_scale, composition)):
-            raise ValueError(f"negative_every={negative_every} needs negative_branch='shared' and guidance_scale > 1")
-        if not 0 <= negative_every_start < 1 or (negative_every_start and negative_every == 1):
-            raise ValueError(f"negative_every_start must be in [0, 1) with negative_every > 1, got "
-                             f"{negative_every_start!r} with negative_every={negative_every}")
-        if transformer_batch_size is not None and (not isinstance(transformer_batch_size, int)
-                                                   or transformer_batch_size < 1):
-            raise ValueError(f"transformer_batch_size must be a positive number of rows, "
-                             f"got {transformer_batch_size!r}")
-        if sub_prompt_length is not None:
-            if sub_prompts is None:
-                raise ValueError("sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
-            check_max_sequence_length(sub_prompt_length, "sub_prompt_length")
+    needs_unconditional = staticmethod(needs_unconditional)
 
     @staticmethod
     def _check_sub_prompts(sub_prompts) -> list[list[str]]:
