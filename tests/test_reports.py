@@ -1,0 +1,85 @@
+"""What reports/ and the README promise a reader who wants to reproduce a figure: every command, stage, template and
+path they name exists, every committed result says how it was made, and reports/ holds results, not code."""
+import configparser
+import importlib.util
+import json
+import re
+import sys
+
+import pytest
+
+from lpd.core import repo_root
+
+ROOT = repo_root()
+DOCS = [ROOT / "README.md", *sorted((ROOT / "reports").rglob("*.md"))]
+STUDY = ROOT / "nbs" / "experiments" / "toy_study.sh"
+INSTALLED = {"lpd/assets"}  # made by `pip install .` (data/ inside the package), not in a checkout
+COMMAND = re.compile(r"\blpd-[a-z]+|python3? -m lpd\.\w+|toy_study\.sh \w+|papermill nbs/experiments/\w+\.ipynb"
+                     r"|python3? nbs/experiments/[\w/]+\.py|make [a-z]+")
+
+
+def console_scripts() -> set[str]:
+    "The `lpd-*` commands an install provides (settings.ini's console_scripts)."
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "settings.ini")
+    return {entry.split("=")[0] for entry in ini["DEFAULT"]["console_scripts"].split()}
+
+
+def study_stages() -> set[str]:
+    "The stages toy_study.sh's `case` accepts."
+    return {s for labels in re.findall(r"^([\w|]+)\)", STUDY.read_text(), flags=re.M) for s in labels.split("|")}
+
+
+def named(pattern: str) -> list[tuple[str, str]]:
+    "(document, match) for every match of `pattern` in the README and reports/**/*.md."
+    return [(str(doc.relative_to(ROOT)), m.group(1)) for doc in DOCS for m in re.finditer(pattern, doc.read_text())]
+
+
+def test_the_commands_stages_and_paths_the_docs_name_exist():
+    scripts, stages = console_scripts(), study_stages()
+    bad = [(d, f"lpd-{c}") for d, c in named(r"\blpd-([a-z]+)\b") if f"lpd-{c}" not in scripts]
+    bad += [(d, m) for d, m in named(r"python3? -m (lpd\.\w+)") if importlib.util.find_spec(m) is None]
+    bad += [(d, f"toy_study.sh {s}") for d, s in named(r"toy_study\.sh (\w+)") if s not in stages]
+    paths = named(r"(?<![\w/.-])((?:nbs|tests|lpd|data/profiles|\.ci)/[\w./*<>{}-]*[\w*])")
+    bad += [(d, p) for d, p in paths if p not in INSTALLED and not any(c in p for c in "<>{")
+            and not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
+    assert not bad, f"named in the docs but missing: {bad}"
+    assert {"rows", "open_study", "route", "pack"} <= stages and "lpd-eval" in scripts  # the parsers read something
+
+
+def result_files():
+    "Committed results: lpd-eval's and the toy's metrics.json, the benchmarks' JSON."
+    reports = ROOT / "reports"
+    return sorted([*reports.rglob("metrics.json"), *(reports / "bench").glob("*.json")])
+
+
+def test_every_committed_result_says_how_it_was_made():
+    """A result records the command that made it (`made_by`, since issue 20) or sits below a README that names one
+    (older results); the command's program exists (the test above checks the READMEs')."""
+    scripts, unexplained = console_scripts(), []
+    results = result_files()
+    for path in results:
+        record = json.loads(path.read_text())
+        command = record.get("made_by", {}).get("command") if isinstance(record, dict) else None
+        if command:
+            program = command.split()[0] if command.split()[0] != "python" else command.split()[2]
+            assert program in scripts or importlib.util.find_spec(program) is not None, (path, command)
+            continue
+        readmes = [d / "README.md" for d in path.parents if d.is_relative_to(ROOT / "reports")]
+        if not any(r.exists() and COMMAND.search(r.read_text()) for r in readmes):
+            unexplained.append(str(path.relative_to(ROOT)))
+    assert len(results) > 100 and not unexplained, unexplained
+
+
+def test_reports_hold_results_not_code():
+    code = [str(p.relative_to(ROOT)) for p in (ROOT / "reports").rglob("*") if p.suffix in (".py", ".sh")]
+    assert not code, f"code in reports/ (its home is a command or nbs/experiments/): {code}"
+
+
+@pytest.mark.parametrize("stage", ["rows", "open_decomposers"])
+def test_the_stage_parser_notices_a_missing_stage(stage, tmp_path, monkeypatch):
+    "The check above would catch a stage renamed in toy_study.sh: the parser stops listing it."
+    renamed = tmp_path / "toy_study.sh"
+    renamed.write_text(STUDY.read_text().replace(f"\n{stage})", f"\n{stage}_renamed)"))
+    monkeypatch.setattr(sys.modules[__name__], "STUDY", renamed)
+    assert stage not in study_stages() and f"{stage}_renamed" in study_stages()
