@@ -42,8 +42,8 @@ from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, of
 from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 
 # %% auto #0
-__all__ = ['SEED_VALIDATION_PROMPT', 'WEIGHT_DTYPES', 'ENCODERS', 'CACHE_SETTINGS', 'TrainConfig', 'build_parser', 'parse_args',
-           'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
+__all__ = ['SEED_VALIDATION_PROMPT', 'LOSS_TERMS', 'WEIGHT_DTYPES', 'ENCODERS', 'CACHE_SETTINGS', 'TrainConfig', 'build_parser',
+           'parse_args', 'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
            'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
            'heldout_loss', 'caption_dataset', 'build_dataloader', 'validation_pipeline', 'validate', 'judge_heldout',
@@ -230,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 # %% ../nbs/07_train.ipynb #106776e4
+LOSS_TERMS = {0: ("velocity",), 1: ("x0",), 2: ("kd",), 3: ("x0", "kd")}  # the original's --precondition_outputs
+
 def flow_matching_loss(
     pred: torch.Tensor,  # (B, C, h, w) composite velocity prediction
     latents: torch.Tensor,  # (B, C, h, w) clean image latents x0
@@ -240,20 +242,22 @@ def flow_matching_loss(
     teacher_pred: torch.Tensor | None = None,  # frozen model's velocity with the full prompt (kd)
 ) -> dict[str, torch.Tensor]:
     "SD3 flow-matching loss of the composite: `{'loss', 'diff'?, 'kd'?}` (the reference's terms)."
+    terms = LOSS_TERMS.get(precondition_outputs)
+    if terms is None:
+        raise ValueError(f"precondition_outputs must be one of {sorted(LOSS_TERMS)}, got {precondition_outputs!r}")
     weighting = compute_loss_weighting_for_sd3(weighting_scheme=weighting_scheme, sigmas=sigmas).float()
     def mse(a, b):
         return (weighting * (a.float() - b.float()) ** 2).flatten(1).mean(1).mean()
     out = {}
-    if precondition_outputs >= 2:
+    if "kd" in terms:
         if teacher_pred is None:
             raise ValueError(f"precondition_outputs={precondition_outputs} needs the teacher prediction")
         out["kd"] = mse(pred, teacher_pred)
-    if precondition_outputs != 2:
+    if "x0" in terms:  # x0 = noisy - sigma * v (EDM section 5 preconditioning)
         noisy = (1.0 - sigmas) * latents + sigmas * noise
-        if precondition_outputs > 0:  # x0 = noisy - sigma * v (EDM section 5 preconditioning)
-            out["diff"] = mse(noisy - sigmas * pred, latents)
-        else:
-            out["diff"] = mse(pred, noise - latents)
+        out["diff"] = mse(noisy - sigmas * pred, latents)
+    if "velocity" in terms:
+        out["diff"] = mse(pred, noise - latents)
     out["loss"] = sum(out.values())
     return out
 
@@ -407,8 +411,9 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
     with torch.no_grad():
         latents, noise, noisy, timesteps, sigmas = sample_noisy_latents(frozen, batch, cfg, generator)
         enc = prompt_encoding(frozen, captions, cfg, latents.device)
-        teacher, composed = None, cfg.precondition_outputs >= 2 and cfg.kd_teacher != "prompt"
-        if cfg.precondition_outputs >= 2 and not composed:  # the frozen model's own prediction with the full prompt
+        kd = "kd" in LOSS_TERMS[cfg.precondition_outputs]
+        teacher, composed = None, kd and cfg.kd_teacher != "prompt"
+        if kd and not composed:  # the frozen model's own prediction with the full prompt
             full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype)
             teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
                                        pooled_projections=enc.pooled_embeds.to(dtype), return_dict=False)[0]
@@ -563,7 +568,7 @@ def init_trackers(accelerator: Accelerator, cfg: TrainConfig) -> None:
 def _check_config(cfg: TrainConfig) -> None:
     if cfg.report_to not in ("wandb", "tensorboard", "all", "none"):
         raise ValueError(f"--report_to must be wandb, tensorboard, all or none, got {cfg.report_to!r}")
-    if cfg.precondition_outputs not in (0, 1, 2, 3):
+    if cfg.precondition_outputs not in LOSS_TERMS:
         raise ValueError(f"--precondition_outputs must be 0, 1, 2 or 3, got {cfg.precondition_outputs}")
     if cfg.resolution % 8:
         raise ValueError(f"--resolution must be divisible by 8, got {cfg.resolution}")
@@ -583,7 +588,7 @@ def _check_config(cfg: TrainConfig) -> None:
     check_max_sequence_length(cfg.route_length, "--route_length")
     if cfg.kd_teacher not in ("prompt", *ROUTE_TARGETS[1:]):
         raise ValueError(f"--kd_teacher must be prompt, sentences or objects, got {cfg.kd_teacher!r}")
-    if cfg.kd_teacher != "prompt" and cfg.precondition_outputs < 2:
+    if cfg.kd_teacher != "prompt" and "kd" not in LOSS_TERMS[cfg.precondition_outputs]:
         raise ValueError(f"--kd_teacher {cfg.kd_teacher} is the target of the kd loss, which --precondition_outputs "
                          f"{cfg.precondition_outputs} does not compute: add --precondition_outputs 2 (kd only) or 3")
     if cfg.decomposer_kind not in DECOMPOSER_KINDS:
