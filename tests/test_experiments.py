@@ -135,13 +135,16 @@ def test_study_template(tiny_dir, tmp_path):
 
 @pytest.mark.slow
 def test_bench_template(tmp_path):
-    "The bench template at tiny scale on the CPU: the stamped JSON and table in the run folder and in out_dir."
+    "The bench template at tiny scale on the CPU: the stamped JSON and table in the run folder and in output_dir."
     run = run_template("bench", tmp_path / "run", {"scale": "tiny", "sizes": "64", "train_batches": "2",
                                                    "compile": False, "warmup": 1, "iters": 2, "device": "cpu",
                                                    "train_setups": "adamw,adafactor+checkpointing",
-                                                   "out_dir": str(tmp_path / "bench")})
+                                                   "output_dir": str(tmp_path / "bench")})
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["scale"] == "tiny" and len(metrics["records"]) == 7
     assert [r.get("setup") for r in metrics["records"] if r["name"] == "training step"] == [
         "adamw", "adafactor+checkpointing"]
     assert sorted(p.suffix for p in (tmp_path / "bench").iterdir()) == [".json", ".md"]
+    made = metrics["made_by"]  # a papermill line that runs the template again with the same parameters
+    assert made["command"].startswith("papermill nbs/experiments/bench.ipynb ") and "-p scale tiny" in made["command"]
+    assert {"torch", "diffusers", "transformers"} <= set(made["packages"]) and made["git_commit"]
