@@ -13,8 +13,8 @@ from pathlib import Path
 from .core import as_argv, default_model, provenance, running_as_script, save_json
 from .evaluate import BASELINES, COMPOSED_BASELINES, baseline_rows, evaluate, shapes_eval_prompts
 from .judge import METRICS
-from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, check_composition_settings,
-                          composition_kwargs, load_pipeline, text_composer)
+from .pipeline import (GUIDANCE_SCALE, add_composition_args, composition_kwargs, flag_settings, load_pipeline,
+                          text_composer)
 from .speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 from .text import read_prompts, split_components
 
@@ -74,10 +74,7 @@ def sampling_settings(args) -> dict:
             raise ValueError(f"--{next(iter(given))} {next(iter(given.values()))} needs a decomposer or --baseline "
                              f"split, oracle_objects or oracle_pairs")
         return {"guidance_scale": GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale}
-    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
-    settings = settings if args.decomposer_ckpt else {**SPLIT_SETTINGS, **settings}
-    check_composition_settings(settings, sub_prompts=not args.decomposer_ckpt, flags=True)  # the pipeline's own check
-    return settings
+    return flag_settings(args, composed=not args.decomposer_ckpt)  # checked as the pipeline checks them
 
 # %% ../nbs/10_eval.ipynb #900c0e74
 def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records

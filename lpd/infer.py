@@ -16,8 +16,8 @@ from .core import default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
 from diffusers import StableDiffusion3Pipeline
 
-from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, check_composition_settings,
-                          composition_kwargs, load_pipeline, model_facts, text_composer)
+from .pipeline import (GUIDANCE_SCALE, SPLIT_SETTINGS, add_composition_args, flag_settings, load_pipeline,
+                          model_facts, text_composer)
 from .text import check_max_sequence_length, check_prompt, read_prompts, split_components, split_sentences
 
 # %% auto #0
@@ -126,9 +126,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if not args.split and args.decomposer_ckpt is None and not Path(ckpt).exists():
         raise ValueError(f"--decomposer_ckpt is required: {model} has no decomposer/ folder (or compose its "
                          "sentences with --split sentences)")
-    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
-    settings = {**SPLIT_SETTINGS, **settings} if args.split else settings  # a split composes as lpd-eval's does
-    check_composition_settings(settings, sub_prompts=bool(args.split), flags=True)
+    settings = flag_settings(args, composed=bool(args.split))  # a split composes as lpd-eval's does
     size = render_size(facts)
     # 2. Load SD3 with the decomposer (none for --split), once, everything in --dtype
     pipe = load_pipeline(model, ckpt, args.device, args.dtype, **_decomposer_flags(args))

@@ -28,8 +28,9 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
            'composition_kwargs', 'compose_noise_pred', 'needs_unconditional', 'check_composition_settings',
-           'sub_prompts', 'predict_components', 'DecomposeOutput', 'DecomposeInputsMixin', 'DecomposeEmbedsMixin',
-           'DecomposeRendersMixin', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline', 'text_composer']
+           'flag_settings', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'DecomposeInputsMixin',
+           'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline',
+           'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -138,6 +139,13 @@ def check_composition_settings(
                              "at --max_sequence_length" if flags else
                              "sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
         check_max_sequence_length(s["sub_prompt_length"], f"{'--' if flags else ''}sub_prompt_length")
+
+def flag_settings(args, composed: bool) -> dict:
+    "The composition flags as pipeline arguments, a split's defaults under them if `composed` (texts), checked."
+    settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
+    settings = {**SPLIT_SETTINGS, **settings} if composed else settings
+    check_composition_settings(settings, sub_prompts=composed, flags=True)
+    return settings
 
 # %% ../nbs/04_pipeline.ipynb #1f75e68e
 def sub_prompts(
