@@ -262,17 +262,16 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         "Load lpd's checkpoints (config beside the weights) and the original's (bare weights + hyperparameters)."
         torch_dtype = torch_dtype or kwargs.get("dtype")  # diffusers >= 0.42 passes `dtype`
         hyper = {k: v for k, v in kwargs.items() if k not in _LOADER_KWARGS}
-        unknown = set(hyper) - set(cls._init_keys())
+        unknown = set(hyper) - set(cls._defaults())
         if unknown:
             raise TypeError(f"PromptDecomposer.from_pretrained: unknown argument(s) {sorted(unknown)}")
         weights, config = _locate_checkpoint(Path(pretrained_model_name_or_path))
         if config is not None:
             _check_agree(config, str(weights.parent / CONFIG_NAME), hyper)
-            model = cls.from_config(config)
-        else:
-            model = cls(**hyper)
-        state = _read_safetensors(weights)
-        _check_agree(_hyperparameters_from_state(state, weights), str(weights), dict(model.config))
+        settings = {**cls._defaults(), **(hyper if config is None else config)}
+        state = _read_safetensors(weights)  # checked before the model is built: a mismatch costs no allocation
+        _check_agree(_hyperparameters_from_state(state, weights), str(weights), settings)
+        model = cls.from_config(config) if config is not None else cls(**hyper)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:  # tensors whose shapes contradict the latents: a broken file
@@ -282,8 +281,8 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         return model.eval()
 
     @classmethod
-    def _init_keys(cls) -> list[str]:
-        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    def _defaults(cls) -> dict:
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
 
 # %% ../nbs/01_decomposer.ipynb #b74db0a4
 def _locate_checkpoint(path: Path) -> tuple[Path, dict | None]:
