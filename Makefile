@@ -31,7 +31,7 @@ lab: env
 
 test: env check-sync
 	$(BIN)/ruff check nbs tests .ci
-	cd nbs && ../$(BIN)/nbdev_test --n_workers 2
+	cd nbs && ../$(BIN)/nbdev_test --n_workers 2 --flags slow
 	$(BIN)/python -m pytest -q tests
 
 # mutation testing of setup.cfg's only_mutate modules, a list that grows one module at a time (not part of

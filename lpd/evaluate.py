@@ -5,21 +5,27 @@
 # %% ../nbs/06d_evaluate.ipynb #38cd0a87
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 
+from .core import as_argv, default_model, provenance, running_as_script, save_json
 from .judge import METRICS, aggregate, judge_row
+from .pipeline import (GUIDANCE_SCALE, add_composition_args, composition_kwargs, flag_settings, load_pipeline,
+                          text_composer)
 from .shapes import Scene, make_row, oracle_captions, sample_scene, t5_counter
-from .text import leading_sentences, split_sentences
+from .speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
+from .text import leading_sentences, read_prompts, split_components, split_sentences
 
 # %% auto #0
 __all__ = ['BASELINES', 'COMPOSED_BASELINES', 'LENGTH_EDGES', 'shapes_eval_prompts', 'baseline_rows', 'generate', 'judge_images',
-           'write_report', 'evaluate']
+           'write_report', 'evaluate', 'build_parser', 'sampling_settings', 'run', 'main']
 
 # %% ../nbs/06d_evaluate.ipynb #f76f6762
 def shapes_eval_prompts(
@@ -156,3 +162,111 @@ def evaluate(
         (out_dir / "per_prompt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         metrics.update(write_report(records, out_dir, label))
     return metrics
+
+# %% ../nbs/06d_evaluate.ipynb #572a3898
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lpd-eval", description="Render a prompt set; judge shapes-world prompts.")
+    p.add_argument("--pretrained_model_name_or_path", default=None, help="SD3 folder; default: the embedded model")
+    p.add_argument("--decomposer_ckpt", default=None, help="decomposer checkpoint; none: plain SD3 (the baseline)")
+    p.add_argument("--prompts", default=None, help=".jsonl/.csv/.txt prompt file (ids + prompts)")
+    p.add_argument("--shapes_eval", type=int, default=None, help="draw N shapes-world evaluation prompts instead")
+    p.add_argument("--output_dir", required=True, help="run folder: images/, per_prompt.jsonl, metrics.json")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one image per prompt and seed")
+    p.add_argument("--num_inference_steps", type=int, default=28)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--max_sequence_length", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn shapes-world prompts")
+    p.add_argument("--shapes_objects", type=int, nargs=2, default=(4, 9), metavar=("MIN", "MAX"),
+                   help="objects per drawn shapes-world prompt")
+    p.add_argument("--shapes_phrasing", default="eval", choices=["eval", "train"],
+                   help="phrasings of the drawn prompts: unseen in training (eval) or the training captions' own")
+    p.add_argument("--baseline", default="full", choices=BASELINES,
+                   help="without a decomposer: the whole prompt, its leading sentences, its sentences split, or "
+                        "(shapes-world prompts) one caption per object or per pair of objects from the truth")
+    p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
+    p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
+                   help="--baseline split: one component per sentence (all, the default) or the sentences dealt "
+                        "into K")
+    add_composition_args(p)  # with a decomposer or a composing baseline (split, oracle_*): SPLIT_SETTINGS for those
+    p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
+    p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
+    p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
+    p.add_argument("--cuda_graphs", action="store_true", help="replay the transformer from CUDA graphs (CUDA)")
+    return p
+
+# %% ../nbs/06d_evaluate.ipynb #48a49983
+def sampling_settings(args) -> dict:
+    "The pipeline's composition arguments for this run (before loading): checked flags, a split's defaults."
+    if (args.prompts is None) == (args.shapes_eval is None):
+        raise ValueError("give exactly one of --prompts and --shapes_eval")
+    if args.decomposer_ckpt and args.baseline != "full":
+        raise ValueError(f"--baseline {args.baseline} is a way to run the model without a decomposer; "
+                         "drop --decomposer_ckpt or the --baseline")
+    if args.split_components is not None and args.baseline != "split":
+        raise ValueError("--split_components needs --baseline split")
+    defaults = build_parser().parse_args(["--output_dir", "."])  # composition flags left at their defaults
+    given = {k: v for k, v in composition_kwargs(args).items()
+             if k != "guidance_scale" and v != getattr(defaults, k)}
+    if not (args.decomposer_ckpt or args.baseline in COMPOSED_BASELINES):
+        if given:
+            raise ValueError(f"--{next(iter(given))} {next(iter(given.values()))} needs a decomposer or --baseline "
+                             f"split, oracle_objects or oracle_pairs")
+        return {"guidance_scale": GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale}
+    return flag_settings(args, composed=not args.decomposer_ckpt)  # checked as the pipeline checks them
+
+# %% ../nbs/06d_evaluate.ipynb #900c0e74
+def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records
+    "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
+    settings = sampling_settings(args)
+    model = args.pretrained_model_name_or_path or str(default_model())
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    out = Path(args.output_dir)
+    if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
+        pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
+        pipe.set_progress_bar_config(disable=True)
+    if args.fuse_qkv:  # in this order: fusing needs plain weights, the graphs capture what the others made
+        fuse_qkv(pipe.transformer)
+    if args.fp8:
+        fp8_blocks(pipe.transformer)
+    if args.compile:
+        compile_blocks(pipe.transformer)
+    if args.cuda_graphs:
+        cuda_graphs(pipe.transformer)
+    if args.baseline in COMPOSED_BASELINES:
+        pipe = text_composer(pipe)  # the same modules, composing given texts
+    rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(
+        args.shapes_eval, args.seed, pipe.tokenizer_3, tuple(args.shapes_objects), args.shapes_phrasing)
+    rows = baseline_rows(rows, args.baseline, pipe.tokenizer_3, args.leading_tokens, args.split_components)
+    label = (f"decomposer {Path(args.decomposer_ckpt).name}" if args.decomposer_ckpt
+             else f"SD3 ({args.baseline} prompt)")
+    metrics = {"model": model, "decomposer": args.decomposer_ckpt, "baseline": args.baseline, "settings": settings,
+               **evaluate(pipe, rows, out, seeds, label, args.batch_size, num_inference_steps=args.num_inference_steps,
+                          height=args.height, width=args.width, max_sequence_length=args.max_sequence_length,
+                          **settings),
+               "made_by": provenance("lpd-eval", as_argv(build_parser(), args) if argv is None else argv)}
+    save_json(metrics, out / "metrics.json")
+    return metrics
+
+# %% ../nbs/06d_evaluate.ipynb #76c7da58
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of `lpd-eval` and `python -m lpd.evaluate`."
+    args = build_parser().parse_args(argv)
+    try:
+        metrics = run(args, argv=sys.argv[1:] if argv is None else argv)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"lpd-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    n, seeds, judged = metrics["num_prompts"], len(metrics["seeds"]), metrics["num_judged"]
+    print(f"lpd-eval: {n} prompts x {seeds} seeds, {judged} judged; images and metrics.json in {args.output_dir}",
+          file=sys.stderr)
+    overall = metrics.get("overall")
+    print(json.dumps({m: round(overall[m], 4) for m in METRICS} if overall else {"generated": metrics["num_prompts"]}))
+    return 0
+
+# %% ../nbs/06d_evaluate.ipynb #6ab9ed9d
+if running_as_script(__name__):
+    sys.exit(main())

@@ -14,7 +14,7 @@ PROMPTS = repo_root() / "data" / "prompts" / "long_prompts.jsonl"
 COMMANDS = {  # a run of each command on the embedded tiny model, with a prompt longer than CLIP and T5 allow
     "lpd-infer": ["lpd.infer", "--prompt_file", str(PROMPTS), "--prompt_id", "city_festival", "--save_decompose",
                   "--num_inference_steps", "2", "--output_dir", "{out}"],
-    "lpd-eval": ["lpd.eval", "--shapes_eval", "4", "--num_inference_steps", "2", "--output_dir", "{out}"],
+    "lpd-eval": ["lpd.evaluate", "--shapes_eval", "4", "--num_inference_steps", "2", "--output_dir", "{out}"],
     "lpd-train": ["lpd.train", "--profile", str(repo_root() / "data" / "profiles" / "tiny.yaml"),
                   "--max_train_steps", "2", "--validation_steps", "2", "--checkpointing_steps", "2",
                   "--output_dir", "{out}"],

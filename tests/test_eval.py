@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from lpd.core import repo_root
-from lpd.eval import main
+from lpd.evaluate import main
 
 from helpers import tiny_train_args
 
@@ -94,7 +94,7 @@ def test_compiled_blocks_render_what_eager_renders(tmp_path, tiny_dir):
     import numpy as np
     from PIL import Image
 
-    from lpd.eval import build_parser, run
+    from lpd.evaluate import build_parser, run
     from lpd.pipeline import load_pipeline
 
     pipe = load_pipeline(tiny_dir, tiny_dir / "decomposer", "cpu", "fp32")
@@ -119,7 +119,7 @@ def test_compiled_blocks_render_what_eager_renders(tmp_path, tiny_dir):
 @pytest.mark.parametrize("budget", [48])
 def test_leading_tokens_keeps_the_leading_sentences_within_the_budget(tmp_path, tiny_dir, monkeypatch, budget):
     "--baseline leading --leading_tokens N: each prompt becomes its most leading sentences within N T5 tokens."
-    import lpd.eval
+    import lpd.evaluate
     from lpd.text import read_prompts, sentences
 
     seen = {}
@@ -128,7 +128,7 @@ def test_leading_tokens_keeps_the_leading_sentences_within_the_budget(tmp_path, 
         seen.update(rows=rows, tokenizer=pipe.tokenizer_3)
         return {"num_prompts": len(rows), "seeds": [0], "num_judged": 0}
 
-    monkeypatch.setattr(lpd.eval, "evaluate", rows_only)
+    monkeypatch.setattr(lpd.evaluate, "evaluate", rows_only)
     prompts = repo_root() / "data" / "prompts" / "long_prompts.jsonl"
     assert main(["--pretrained_model_name_or_path", str(tiny_dir), "--prompts", str(prompts), "--output_dir",
                  str(tmp_path), "--baseline", "leading", "--leading_tokens", str(budget)]) == 0

@@ -94,7 +94,7 @@ def test_report_pages_render_in_chromium(runs, tmp_path):
 @pytest.mark.slow
 def test_study_template(tiny_dir, tmp_path):
     "The study template on lpd-eval folders of the tiny SD3: curves, tables, sheets with word strips, its page."
-    from lpd.eval import main as lpd_eval
+    from lpd.evaluate import main as lpd_eval
 
     decomposer = tiny_dir / "decomposer"
     methods = {"base-full": [], "base-split": ["--baseline", "split"], "dec": ["--decomposer_ckpt", str(decomposer)]}

@@ -16,7 +16,8 @@ from nbdev.process import NBProcessor
 from lpd.core import repo_root
 
 SKIP = {"export", "exporti", "exports", "default_exp", "notest", "slow", "cuda"}  # nbdev's and settings.ini's flags
-NOTEBOOKS = ["01_decomposer", "03_text", "06_data", "06e_routing", "06c_judge", "06d_evaluate",  # `make mutate`'s modules
+# `make mutate`'s modules; their `slow` cells (renders through a command) run under `make test`'s nbdev_test
+NOTEBOOKS = ["01_decomposer", "03_text", "06_data", "06e_routing", "06c_judge", "06d_evaluate",
              pytest.param("04_pipeline", marks=pytest.mark.slow)]  # renders: ~7 s
 
 

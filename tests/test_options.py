@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lpd import eval as lpd_eval
-from lpd import infer, train
+from lpd import evaluate, infer, train
 from lpd.core import repo_root
 from lpd.pipeline import PromptDecomposePipeline
 
@@ -28,7 +27,7 @@ UNSET = {
 
 def options() -> list[str]:
     "Each command's flags (the first spelling of each) and the pipeline's arguments."
-    flags = [a.option_strings[0] for m in (train, infer, lpd_eval) for a in m.build_parser()._actions
+    flags = [a.option_strings[0] for m in (train, infer, evaluate) for a in m.build_parser()._actions
              if a.option_strings and a.dest != "help"]
     args = [n for n in inspect.signature(PromptDecomposePipeline.__call__).parameters if n != "self"]
     return sorted(set(flags)) + args

@@ -43,7 +43,7 @@ common=(--pretrained_model_name_or_path $MODEL --shapes_objects 2 9 --num_infere
         --batch_size $PROMPTS --seed 1)
 one() {  # lpd-eval of one method: NAME PHRASING SEEDS [flags] -> $RUN/eval/NAME-PHRASING
   local method=$1 phrasing=$2 seeds=$3; shift 3
-  $PY -m lpd.eval "${common[@]}" --shapes_eval $PROMPTS --shapes_phrasing "$phrasing" --seeds "$seeds" \
+  $PY -m lpd.evaluate "${common[@]}" --shapes_eval $PROMPTS --shapes_phrasing "$phrasing" --seeds "$seeds" \
     --output_dir $RUN/eval/$method-$phrasing "$@" > $RUN/eval/$method-$phrasing.log 2>&1
 }
 
