@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import tempfile
 from pathlib import Path
 

@@ -5,7 +5,6 @@
 # %% ../nbs/07_train.ipynb #2efb205c
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
