@@ -5,6 +5,7 @@
 # %% ../nbs/06f_cache.ipynb #e73d2c64
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,10 +19,11 @@ from .core import save_json
 from .text import PromptEncoding, encode_long_prompt
 
 # %% auto #0
-__all__ = ['CACHE_FILE', 'build_encoding_cache', 'EncodingCache']
+__all__ = ['CACHE_FILE', 'TEXT_TENSORS', 'build_encoding_cache', 'EncodingCache']
 
 # %% ../nbs/06f_cache.ipynb #b1ae24b1
 CACHE_FILE = "cache.json"
+TEXT_TENSORS = [f.name for f in dataclasses.fields(PromptEncoding)]  # one tensor per field, a row per caption
 
 def _text_key(caption: str) -> str:
     return hashlib.sha1(caption.encode()).hexdigest()
@@ -30,6 +32,45 @@ def _write_shard(path: Path, tensors: dict, names: list[str]) -> str:
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"names": json.dumps(names)})
     return path.name
 
+# %% ../nbs/06f_cache.ipynb #c7e1a2b4
+def _write_texts(pipe, captions: list[str], out: Path, max_sequence_length: int, batch_size: int,
+                 shard_size: int) -> list[str]:
+    "The captions' `encode_long_prompt` tensors in shards; returns the shards' file names."
+    shards = []
+    for start in range(0, len(captions), shard_size):
+        chunk = captions[start : start + shard_size]
+        parts = [encode_long_prompt(pipe, chunk[i : i + batch_size], max_sequence_length=max_sequence_length,
+                                    device=pipe._execution_device) for i in range(0, len(chunk), batch_size)]
+        tensors = {name: torch.cat([getattr(p, name) for p in parts]) for name in TEXT_TENSORS}
+        names = [_text_key(c) for c in chunk]
+        shards.append(_write_shard(out / f"text-{len(shards):05d}.safetensors", tensors, names))
+    return shards
+
+# %% ../nbs/06f_cache.ipynb #c7e1a2b6
+def _write_images(pipe, dataset, out: Path, batch_size: int, shard_size: int) -> tuple[list[str], int, int]:
+    "Each image's latent distribution in shards; returns the shards' file names, the images and the rows skipped."
+    shards, keys, pixels, seen, skipped = [], [], [], set(), 0
+    def flush():
+        params = [pipe.vae.encode(torch.stack(pixels[i : i + batch_size]).to(pipe._execution_device, pipe.vae.dtype))
+                  .latent_dist.parameters for i in range(0, len(pixels), batch_size)]
+        shards.append(_write_shard(out / f"latents-{len(shards):05d}.safetensors",
+                                   {"latent_params": torch.cat(params)}, keys.copy()))
+        keys.clear()
+        pixels.clear()
+    for sample in dataset:
+        skipped += sample["skipped"]
+        if sample["pixel_values"] is None or sample["key"] in seen:
+            continue
+        seen.add(sample["key"])
+        keys.append(sample["key"])
+        pixels.append(sample["pixel_values"])
+        if len(keys) == shard_size:
+            flush()
+    if keys:
+        flush()
+    return shards, len(seen), skipped
+
+# %% ../nbs/06f_cache.ipynb #c7e1a2b7
 @torch.no_grad()
 def build_encoding_cache(
     pipe,  # the SD3 pipeline whose encoders and VAE lpd-train would use (device and dtypes as there)
@@ -46,39 +87,10 @@ def build_encoding_cache(
                          "with --center_crop")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = pipe._execution_device
     captions = list(dict.fromkeys(["", *dataset.captions()]))  # unique, in row order; "" for caption dropout
-    text_shards = []
-    for start in range(0, len(captions), shard_size):
-        chunk, parts = captions[start : start + shard_size], []
-        for i in range(0, len(chunk), batch_size):
-            parts.append(encode_long_prompt(pipe, chunk[i : i + batch_size], max_sequence_length=max_sequence_length,
-                                            device=device))
-        tensors = {name: torch.cat([getattr(p, name) for p in parts]) for name in
-                   ("clip_embeds", "t5_embeds", "t5_mask", "pooled_embeds")}
-        text_shards.append(_write_shard(out / f"text-{len(text_shards):05d}.safetensors", tensors,
-                                        [_text_key(c) for c in chunk]))
-    keys, pixels, latent_shards, skipped = [], [], [], 0
-    def flush():  # the latent distributions as the VAE gives them (its dtype): sampled anew at each step
-        params = [pipe.vae.encode(torch.stack(pixels[i : i + batch_size]).to(device, pipe.vae.dtype)).latent_dist
-                  .parameters for i in range(0, len(pixels), batch_size)]
-        latent_shards.append(_write_shard(out / f"latents-{len(latent_shards):05d}.safetensors",
-                                          {"latent_params": torch.cat(params)}, keys.copy()))
-        keys.clear()
-        pixels.clear()
-    seen = set()
-    for sample in dataset:
-        skipped += sample["skipped"]
-        if sample["pixel_values"] is None or sample["key"] in seen:
-            continue
-        seen.add(sample["key"])
-        keys.append(sample["key"])
-        pixels.append(sample["pixel_values"])
-        if len(keys) == shard_size:
-            flush()
-    if keys:
-        flush()
-    info = {"version": 1, "settings": settings, "num_captions": len(captions), "num_images": len(seen),
+    text_shards = _write_texts(pipe, captions, out, max_sequence_length, batch_size, shard_size)
+    latent_shards, num_images, skipped = _write_images(pipe, dataset, out, batch_size, shard_size)
+    info = {"version": 1, "settings": settings, "num_captions": len(captions), "num_images": num_images,
             "num_skipped_rows": skipped, "text_shards": text_shards, "latent_shards": latent_shards,
             "vae": {"shift_factor": pipe.vae.config.shift_factor, "scaling_factor": pipe.vae.config.scaling_factor}}
     save_json(info, out / CACHE_FILE)
@@ -122,8 +134,7 @@ class EncodingCache:
     def encoding(self, captions: list[str], device=None) -> PromptEncoding:
         "The captions' CLIP/T5 encodings as `encode_long_prompt` gave them."
         keys = [_text_key(c) for c in captions]
-        return PromptEncoding(*(self._rows(self.text, keys, name, captions) for name in
-                                ("clip_embeds", "t5_embeds", "t5_mask", "pooled_embeds"))).to(device)
+        return PromptEncoding(*(self._rows(self.text, keys, name, captions) for name in TEXT_TENSORS)).to(device)
 
     def latent_dist(self, keys: list[str], device=None) -> DiagonalGaussianDistribution:
         "The images' latent distributions, as `vae.encode(pixels).latent_dist` gave them (`info['vae']`: its config)."
