@@ -63,6 +63,7 @@ def word_attention(tokenizer, prompt: str, token_scores: np.ndarray) -> tuple[li
             out[:, int(np.searchsorted(starts, a, side="right")) - 1] += token_scores[:, t]
     return words, out
 
+# %% ../nbs/04a_analysis.ipynb #e171834c
 def top_words(words: list[str], scores: np.ndarray, top: int = 6) -> list[str]:
     "The `top` distinct words (case and punctuation aside) with the highest scores, each at its best occurrence."
     seen, out = set(), []

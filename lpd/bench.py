@@ -106,6 +106,7 @@ def step_inputs(m: dict, size: int, rows: int, text_tokens: int, device, dtype) 
                 pooled_projections=torch.randn(rows, tf.pooled_projection_dim, device=device, dtype=dtype),
                 timestep=torch.full((rows,), 500.0, device=device), return_dict=False)
 
+# %% ../nbs/14_bench.ipynb #abb6a730
 ALWAYS_TIMED = ("plain_cfg", "original", "shared")  # the layouts eager mode always times
 SENTENCES = 22  # one component per sentence: the mean sentence count of the study's prompts (FACTS.md)
 LAYOUTS = (*ALWAYS_TIMED, "components", "sentences", "sentences512")  # sentences: T5 at 64 tokens each (64 px splits'
@@ -117,10 +118,12 @@ def layout_rows(layout: str, K: int, batch: int) -> int:
     return {"plain_cfg": 2, "original": 2 * K, "shared": K + 1, "components": K, "sentences": sentences,
             "sentences512": sentences}[layout] * batch
 
+# %% ../nbs/14_bench.ipynb #b253fdf2
 def _text_tokens(layout: str, N: int, T: int) -> int:
     "CLIP + T5 (plain CFG, a sentence at 512), CLIP + a sentence at 64, or CLIP + a decomposer's sub-prompt."
     return 77 + {"plain_cfg": T, "sentences512": T, "sentences": SPLIT_SETTINGS["sub_prompt_length"]}.get(layout, N)
 
+# %% ../nbs/14_bench.ipynb #b73f0863
 def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cuda_graphs: bool = False):
     "A closure: the transformer on one step of `layout` at `size` px, random inputs (`cuda_graphs`: reduce-overhead)."
     tf, spec = m["transformer"], m["spec"]
@@ -133,6 +136,7 @@ def transformer_step(m: dict, size: int, layout: str, batch: int = 1, cuda_graph
         return tf(**inputs)
     return step
 
+# %% ../nbs/14_bench.ipynb #1b8a5c2e
 TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient checkpointing)
     "adamw": ({}, False),
     "adamw+checkpointing": ({}, True),
@@ -214,6 +218,7 @@ def bench_modes(compile: bool = True, cuda_graphs: bool = False, fuse: bool = Fa
     fp8_mode = "fused+fp8" if fuse else "fp8"
     return modes + ([fp8_mode] + [fp8_mode + "+cuda_graphs"] * cuda_graphs if fp8 else [])
 
+# %% ../nbs/14_bench.ipynb #5483fec0
 def _attempt(fn) -> dict:
     "`fn()`, or the error it raised as one line (a failed mode does not cost the rest of the run)."
     try:
@@ -221,6 +226,7 @@ def _attempt(fn) -> dict:
     except Exception as e:  # noqa: BLE001 - recorded in the results, next to the measurements that worked
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]}
 
+# %% ../nbs/14_bench.ipynb #3a22ebaa
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
               compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
               cuda_graphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
@@ -318,6 +324,7 @@ def table(result: dict) -> str:
                       f"{long['allocated_growth_after_first_batch']}"]
     return head + "\n\n" + "\n".join(lines) + "\n"
 
+# %% ../nbs/14_bench.ipynb #57d31532
 def write_bench(result: dict, out_dir: str | Path) -> Path:
     "`<out_dir>/<yyyymmdd>-<gpu>-<scale>.json` and `.md`; returns the JSON path."
     gpu = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")
@@ -358,6 +365,7 @@ def build_pipeline(scale: str, device, dtype) -> PromptDecomposePipeline:
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
+# %% ../nbs/14_bench.ipynb #6d0c361b
 @torch.no_grad()
 def long_generation(pipe, num_images: int = 500, batch_size: int = 10, every: int = 50, size: int = 512,
                     num_inference_steps: int = 20, negative_branch: str = "shared", seed: int = 0) -> dict:
@@ -383,6 +391,7 @@ def long_generation(pipe, num_images: int = 500, batch_size: int = 10, every: in
             "negative_branch": negative_branch, "images_per_min": round(num_images / minutes, 2),
             "allocated_growth_after_first_batch": growth, "trace": trace}
 
+# %% ../nbs/14_bench.ipynb #e5611fdb
 def encoding_step(pipe, batch: int, size: int, max_sequence_length: int = 512):
     "A closure encoding one training batch on the fly as `lpd-train` does: CLIP-L/G + T5 captions, VAE images."
     device, dtype = pipe._execution_device, pipe.vae.dtype
@@ -395,6 +404,7 @@ def encoding_step(pipe, batch: int, size: int, max_sequence_length: int = 512):
         pipe.vae.encode(pixels).latent_dist.sample()
     return step
 
+# %% ../nbs/14_bench.ipynb #6a2a18e4
 def plot_memory(long: dict, path: Path) -> Path:
     "Allocated memory against images rendered."
     import matplotlib

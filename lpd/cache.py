@@ -28,6 +28,7 @@ TEXT_TENSORS = [f.name for f in dataclasses.fields(PromptEncoding)]  # one tenso
 def _text_key(caption: str) -> str:
     return hashlib.sha1(caption.encode()).hexdigest()
 
+# %% ../nbs/06f_cache.ipynb #4143508f
 def _write_shard(path: Path, tensors: dict, names: list[str]) -> str:
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"names": json.dumps(names)})
     return path.name

@@ -71,6 +71,7 @@ def resolve_resume(
         raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: not a complete checkpoint")
     return path
 
+# %% ../nbs/06a_checkpoints.ipynb #0142f6fc
 def read_state(checkpoint: str | os.PathLike) -> dict:
     "The `train_state.json` of a checkpoint."
     return json.loads((Path(checkpoint) / STATE_NAME).read_text())

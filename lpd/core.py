@@ -40,6 +40,7 @@ def fixture_path(*parts: str) -> Path:
     "A file under `tests/fixtures` of the checkout."
     return repo_root().joinpath("tests", "fixtures", *parts)
 
+# %% ../nbs/00_core.ipynb #c89f25ba
 def asset_path(*parts: str) -> Path:
     "A file lpd ships: in the checkout's `data/`, or in an installed package's `lpd/assets/` (setup.py maps it)."
     try:
@@ -47,10 +48,12 @@ def asset_path(*parts: str) -> Path:
     except FileNotFoundError:  # a regular (non-editable) install: no checkout above the package
         return Path(__file__).resolve().parent.joinpath("assets", *parts)
 
+# %% ../nbs/00_core.ipynb #7cfeb819
 def default_model() -> Path:
     "The embedded default model: the toy SD3 trained on the shapes world, its trained decomposer in `decomposer/`."
     return asset_path("toy-sd3")
 
+# %% ../nbs/00_core.ipynb #9f4c6b75
 def cache_home() -> Path:
     "Where lpd builds what it does not ship (the tiny SD3): `$LPD_CACHE`, the checkout's `data/`, or `~/.cache/lpd`."
     if os.environ.get("LPD_CACHE"):
@@ -131,6 +134,7 @@ def env_info() -> dict:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
     return {"packages": versions, "git_commit": commit, "python": platform.python_version(), "device": device}
 
+# %% ../nbs/00_core.ipynb #eb4158db
 def provenance(prog: str, argv: list[str] | None = None) -> dict:
     "How a result file was made: the command line (`prog`, then `argv`: default the process's), commit, versions."
     argv = sys.argv[1:] if argv is None else argv  # prog may be words: "python -m lpd.toy"
@@ -165,6 +169,7 @@ class _DropLibraryNoise(logging.Filter):
         message = record.getMessage()
         return not any(fragment in message for fragment in LIBRARY_NOISE)
 
+# %% ../nbs/00_core.ipynb #89884b15
 def quiet_library_noise() -> None:
     "Drop the messages of `LIBRARY_NOISE` (and only those) from transformers' and diffusers' log handlers."
     import diffusers.utils.logging

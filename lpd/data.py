@@ -38,6 +38,7 @@ def row_captions(row: dict, caption_column: str = "caption") -> list[str]:
             return [value]
     return []
 
+# %% ../nbs/06_data.ipynb #9c7019a8
 def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random | None = None) -> str | None:
     "The row's caption: `caption_column`, else the first of `captions`, `text`, `prompt`; a list gives a random one."
     captions = row_captions(row, caption_column)
@@ -243,6 +244,7 @@ class BatchStream:
                 raise ValueError(self.no_rows_message(self.num_skipped))
             self.epoch, self.consumed, self._skip = self.epoch + 1, 0, 0
 
+# %% ../nbs/06_data.ipynb #8cdd9fb4
 def check_data(dataset: LongCaptionDataset, no_rows_message) -> None:
     "Fail fast, before any weights load, when this process's shard holds no usable row."
     skipped = 0

@@ -30,6 +30,7 @@ class SquaredReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x) ** 2
 
+# %% ../nbs/01_decomposer.ipynb #fef5fa9e
 class PerceiverAttentionBlock(nn.Module):
     "Latents attend to `[latents, text]`, then a squared-ReLU MLP; both residual, pre-LayerNorms without parameters."
 
@@ -357,6 +358,7 @@ def decomposer_kwargs(text_dim: int, **flags) -> dict:
                          f"(the decomposer reads and writes T5 states)")
     return kwargs
 
+# %% ../nbs/01_decomposer.ipynb #dab40549
 def load_decomposer(
     ckpt: str | os.PathLike,  # lpd checkpoint directory, or the original's model.safetensors (file or directory)
     text_dim: int,  # the T5 width of the model it will serve

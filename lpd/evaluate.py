@@ -112,6 +112,7 @@ def judge_images(rows: list[dict], out_dir: Path, seeds: list[int]) -> list[dict
                             "t5_tokens": r["t5_tokens"], **scores})
     return records
 
+# %% ../nbs/06d_evaluate.ipynb #8b5a95ba
 def write_report(records: list[dict], out_dir: Path, label: str) -> dict:
     "metrics.json (overall + bins), metrics_by_bin.md and metrics_by_bin.png."
     metrics = {"overall": aggregate(records)[0], "by_num_objects": aggregate(records, "num_objects"),
@@ -125,6 +126,7 @@ def write_report(records: list[dict], out_dir: Path, label: str) -> dict:
     _plot_bins(metrics["by_num_objects"], out_dir / "metrics_by_bin.png", label)
     return metrics
 
+# %% ../nbs/06d_evaluate.ipynb #b85b40ef
 def _plot_bins(bins: list[dict], path: Path, label: str) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -105,6 +105,7 @@ def _png(image: PIL.Image.Image, tile: int, cls: str, label: str) -> str:
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img class="{cls}" alt="{html.escape(label)}" src="data:image/png;base64,{data}" width="{tile}">'
 
+# %% ../nbs/16_explore.ipynb #a8813543
 def _verdict_table(verdicts: dict[str, list[dict]]) -> str:
     "Facts down, images across, ✓ / ✗ in the cells, each metric's share at the bottom."
     names = list(verdicts)
@@ -119,6 +120,7 @@ def _verdict_table(verdicts: dict[str, list[dict]]) -> str:
             rows.append(f"<tr><th>{m}</th><th></th>" + "".join(f"<th>{np.mean(s):.2f}</th>" for s in shares) + "</tr>")
     return (f'<table class="lpd-verdicts"><tr><th>fact</th><th>metric</th>{head}</tr>{"".join(rows)}</table>')
 
+# %% ../nbs/16_explore.ipynb #6fdf6bd5
 def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
     "The composite and each component side by side, each with the words it reads most; similarity; verdicts."
     scores = np.asarray(x.word_attention)
@@ -256,6 +258,7 @@ class Explorer:
         self.result.save(self.run_dir.value, f"explore-{self.index}-s{self.seed.value}")
         self.status.value = f"saved to {html.escape(self.run_dir.value)}/samples/"
 
+# %% ../nbs/16_explore.ipynb #e139642a
 def _default_ckpt(model: str) -> str:
     "The decomposer beside the model: `<model>/decomposer` (the embedded default has one)."
     from lpd.core import default_model

@@ -31,6 +31,7 @@ class _Parser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
+# %% ../nbs/05_infer.ipynb #973cff9a
 def build_parser() -> argparse.ArgumentParser:
     "The `lpd-infer` argument parser (the seed's flags first)."
     p = _Parser(prog="lpd-infer", description="Render a long prompt with SD3 + a prompt decomposer.")
@@ -110,6 +111,7 @@ def render_size(facts: dict) -> int:
     "The default --height/--width: the original's 512, or the model's native size where that is smaller."
     return min(ORIGINAL_SIZE, facts["default_size"])
 
+# %% ../nbs/05_infer.ipynb #21726c63
 def _decomposer_flags(args) -> dict:
     "The decomposer flags of the command line (None = not given)."
     return {flag: getattr(args, flag) for flag in DECOMPOSER_FLAGS if hasattr(args, flag)}
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         contact_sheet(composite, components, prompt, leading=compared).save(files[-1])
     return files
 
+# %% ../nbs/05_infer.ipynb #39f9189c
 def _comparisons(pipe, prompt: str, call: dict, args) -> dict:
     "The whole prompt through the plain model and (without --split) its sentences composed, from the call's noise."
     same = {k: v for k, v in call.items() if k in ("negative_prompt", "height", "width", "num_inference_steps",

@@ -101,6 +101,7 @@ def _match(truth: list[ShapeObject], found: list[Found]) -> dict[int, Found]:
             out[i] = found[j]
     return out
 
+# %% ../nbs/06c_judge.ipynb #7b4c7747
 def _at_cell(found: list[Found], row: int, col: int) -> Found | None:
     here = [f for f in found if (f.row, f.col) == (row, col)]
     return max(here, key=lambda f: f.area) if here else None
@@ -135,6 +136,7 @@ def key_facts(
             fa is not None and fb is not None and (fa.cx < fb.cx if kind == "left" else fa.cy < fb.cy))
     return facts
 
+# %% ../nbs/06c_judge.ipynb #ca812ebc
 def score_prompt(
     scene: Scene,
     relations: list[tuple[str, str, str]],
@@ -151,10 +153,12 @@ def judge(image: PIL.Image.Image, scene: Scene, relations: list[tuple[str, str, 
     "Read `image` and score the prompt that described `scene` (and stated `relations`)."
     return score_prompt(scene, relations, *read_scene(image))
 
+# %% ../nbs/06c_judge.ipynb #56cf6e77
 def row_truth(row: dict) -> tuple[Scene, list[tuple[str, str, str]]]:
     "The scene and the stated relations of a `captions.jsonl` row of `lpd.shapes.write_shapes_dataset`."
     return Scene.from_json(row["scene"]), [tuple(r) for r in json.loads(row["relations"])]
 
+# %% ../nbs/06c_judge.ipynb #4134859e
 def judge_row(image: PIL.Image.Image, row: dict) -> dict[str, float]:
     "Judge an image against a `captions.jsonl` row of `lpd.shapes.write_shapes_dataset`."
     return judge(image, *row_truth(row))

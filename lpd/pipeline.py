@@ -66,12 +66,14 @@ def add_composition_args(parser) -> None:
     parser.add_argument("--transformer_batch_size", type=int, default=None, help="transformer rows per call "
                         "(components x branches x images); default: all rows of a step in one call")
 
+# %% ../nbs/04_pipeline.ipynb #5f710f14
 def composition_kwargs(args) -> dict:
     "The pipeline arguments that `add_composition_args`'s flags set (None: not given)."
     names = ("guidance_scale", "composition", "component_clip", "negative_branch", "negative_every",
              "negative_every_start", "sub_prompt_length", "transformer_batch_size")
     return {name: getattr(args, name) for name in names}
 
+# %% ../nbs/04_pipeline.ipynb #7fb23efa
 def compose_noise_pred(
     noise_pred: torch.Tensor,  # (G, K, B, C, H, W): G = 2 is [negative, prompt], G = 1 is prompt only
     guidance_scale: float = 1.0,
@@ -99,6 +101,7 @@ def needs_unconditional(guidance_scale: float, composition: str) -> bool:
     "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
     return guidance_scale > 1 or composition == "sum"
 
+# %% ../nbs/04_pipeline.ipynb #444fbdb9
 def check_composition_settings(
     settings: dict,  # `composition_kwargs`' names; None or absent: not known yet
     sub_prompts: bool = False,  # whether the call composes given texts (a split, an oracle) rather than a decomposer's
@@ -140,6 +143,7 @@ def check_composition_settings(
                              "sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
         check_max_sequence_length(s["sub_prompt_length"], f"{'--' if flags else ''}sub_prompt_length")
 
+# %% ../nbs/04_pipeline.ipynb #85a15996
 def flag_settings(args, composed: bool) -> dict:
     "The composition flags as pipeline arguments, a split's defaults under them if `composed` (texts), checked."
     settings = {k: v for k, v in composition_kwargs(args).items() if v is not None}
@@ -639,6 +643,7 @@ def load_pipeline(
         raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
     return pipe.to(device)
 
+# %% ../nbs/04_pipeline.ipynb #dfbc358c
 def text_composer(pipe: StableDiffusion3Pipeline) -> PromptDecomposePipeline:
     "The same modules as a `PromptDecomposePipeline` that composes given texts (`sub_prompts`); no decomposer needed."
     if isinstance(pipe, PromptDecomposePipeline):
@@ -647,6 +652,7 @@ def text_composer(pipe: StableDiffusion3Pipeline) -> PromptDecomposePipeline:
     composer.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return composer
 
+# %% ../nbs/04_pipeline.ipynb #281fcbf7
 @contextmanager
 def _no_loading_bars():
     "diffusers' and transformers' per-component loading bars off while loading (restored after)."

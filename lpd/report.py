@@ -32,6 +32,7 @@ __all__ = ['PASS_SPLITS', 'load_run', 'runs_frame', 'plot_loss', 'plot_attention
 def _json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
+# %% ../nbs/12_report.ipynb #c389def0
 def load_run(run_dir: str | Path) -> dict:
     "Everything a report shows from one run folder."
     run_dir = Path(run_dir)
@@ -43,6 +44,7 @@ def load_run(run_dir: str | Path) -> dict:
             "metrics": _json(run_dir / "metrics.json") or {}, "env": _json(run_dir / "env.json") or {},
             "log": log, "decompositions": [json.loads(p.read_text()) for p in samples]}
 
+# %% ../nbs/12_report.ipynb #4979218b
 def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     "One row per run: name, flat scalar metrics and a few parameters."
     rows = []
@@ -196,6 +198,7 @@ def sig3(x) -> str:
     "A number with 3 significant digits (`nan` for a missing value)."
     return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3g}"
 
+# %% ../nbs/12_report.ipynb #64dc7fc8
 def method_file(results_dir: str | Path, method: str, phrasing: str, name: str) -> Path:
     "`<dir>/<method>-<phrasing>/<name>` in the first of the comma-separated `results_dir` folders that has it."
     dirs = [Path(d) for d in str(results_dir).split(",") if d]
@@ -205,6 +208,7 @@ def method_file(results_dir: str | Path, method: str, phrasing: str, name: str) 
                                 f"{name} in {', '.join(map(str, dirs))}")
     return path
 
+# %% ../nbs/12_report.ipynb #b6350947
 def load_study(results_dir: str | Path, methods: list[str], phrasing: str) -> dict[str, dict]:
     "metrics.json of `<results_dir>/<method>-<phrasing>` for each method (`results_dir`: folders, comma-separated)."
     return {m: json.loads(method_file(results_dir, m, phrasing, "metrics.json").read_text()) for m in methods}
@@ -239,6 +243,7 @@ def plot_methods_by_bin(study: dict[str, dict], labels: dict[str, str], path: Pa
     plt.close(fig)
     return path
 
+# %% ../nbs/12_report.ipynb #7896d2b9
 def methods_table(study: dict[str, dict], labels: dict[str, str], groups=((2, 3), (4, 6), (7, 9)),
                   metrics=("presence", "attributes", "location", "spatial")) -> pd.DataFrame:
     "Per method: each metric over all prompts `score [lo, hi]`, and its mean over object-count groups."
@@ -302,6 +307,7 @@ def passes_per_step(spec: str, row: dict) -> int:
     k = len(baseline_rows([row], PASS_SPLITS[per], num_components=None)[0]["sub_prompts"])
     return 1 + k if rule == "1+" else 2 * k
 
+# %% ../nbs/12_report.ipynb #45928eaa
 def passes_column(rows: list[dict], spec: str, group: tuple[int, int]) -> float:
     "The mean passes per step over the prompts of `group`'s object counts."
     a, b = group
@@ -327,6 +333,7 @@ def carry_matrix(
     with np.errstate(invalid="ignore"):
         return placed / count[:, None]
 
+# %% ../nbs/12_report.ipynb #0ed618d9
 def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
     "The carry matrix as a heat map: grid cell down, component across, the share in each square."
     plt, fig, ax = _figure(0.55 * matrix.shape[1] + 2, 4.2)

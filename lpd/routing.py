@@ -82,6 +82,7 @@ def summed_differences(
         out.index_put_((b, k), (v - v_u[b]).float(), accumulate=True)
     return out
 
+# %% ../nbs/06e_routing.ipynb #68984e90
 @torch.no_grad()
 def teacher_differences(
     pipe,  # an SD3 pipeline: its T5 encoder and frozen transformer
@@ -127,6 +128,7 @@ def sentence_of_tokens(tokenizer, text: str, length: int) -> list[int]:
             out[t] = next((i for i, (_, end) in enumerate(spans) if a < end), len(spans) - 1)
     return out
 
+# %% ../nbs/06e_routing.ipynb #8e217e86
 def named_object(sentence: str, scene: Scene) -> ShapeObject | None:
     "The one object of `scene` whose colour and shape `sentence` names; None when it names none or several."
     words = set(re.findall(r"[a-z]+", sentence.lower()))
@@ -159,6 +161,7 @@ def token_routes(mode: str, tokenizer, captions: list[str], truths: list[str | N
                 out[b, t] = int(owner[s])
     return out
 
+# %% ../nbs/06e_routing.ipynb #103a8159
 def token_route_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "Cross-entropy of the router's `(B, T, K + 1)` scores against `token_routes` labels; 0 when none is labelled."
     if not (labels >= 0).any():
@@ -177,16 +180,19 @@ def route_loss(
     weighting = weighting[:, None] if torch.is_tensor(weighting) else weighting
     return (weighting * error**2).flatten(2).mean(2).mean()
 
+# %% ../nbs/06e_routing.ipynb #b608a87e
 def component_similarity(parts: list[torch.Tensor]) -> torch.Tensor:
     "Cosine similarity of the K mean-pooled components, `(B, K, K)`."
     pooled = F.normalize(torch.stack(parts, dim=1).float().mean(2), dim=-1)  # (B, K, D)
     return pooled @ pooled.transpose(1, 2)
 
+# %% ../nbs/06e_routing.ipynb #eade6dba
 def off_diagonal(sim: torch.Tensor) -> torch.Tensor:
     "The `(B, K(K-1))` entries of `(B, K, K)` matrices off their diagonals (none for K = 1)."
     K = sim.shape[-1]
     return sim[:, ~torch.eye(K, dtype=torch.bool, device=sim.device)]
 
+# %% ../nbs/06e_routing.ipynb #170ecff2
 def diversity_penalty(parts: list[torch.Tensor]) -> torch.Tensor:
     "The original authors' regularizer: squared off-diagonal cosine similarity of the mean-pooled components (mean)."
     off = off_diagonal(component_similarity(parts))

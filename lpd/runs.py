@@ -24,6 +24,7 @@ def run_id(name: str, seed: int, date: datetime.date | None = None) -> str:
     "`<yyyymmdd>-<name>-s<seed>`"
     return f"{(date or datetime.date.today()):%Y%m%d}-{name}-s{seed}"
 
+# %% ../nbs/11_runs.ipynb #fddaa955
 def prepare_run_dir(run_dir: str | Path | None, name: str, seed: int) -> Path:
     "The run folder with `samples/`: `run_dir`, or a new temporary folder (smoke runs, tests) when None."
     path = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"lpd-{run_id(name, seed)}-"))
@@ -59,6 +60,7 @@ def save_decomposition(
     record = {"prompt_id": prompt_id, "prompt": prompt, "seed": seed, **analysis}
     return write_decomposition(out_dir, record, out.composite[0], [images[0] for images in out.components])
 
+# %% ../nbs/11_runs.ipynb #4b0a5de0
 def write_decomposition(
     out_dir: str | Path,  # files go to out_dir/samples/
     record: dict,  # prompt_id, prompt, seed, words, word_attention, similarity (+ anything else worth keeping)

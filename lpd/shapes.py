@@ -59,6 +59,7 @@ class ShapeObject:
         "The grid cell's index, `3 * row + col`: 0 top left, 8 bottom right."
         return len(COLS) * self.row + self.col
 
+# %% ../nbs/06b_shapes.ipynb #5dbd2ac5
 @dataclass
 class Scene:
     "A background colour and objects in distinct cells."
@@ -111,6 +112,7 @@ def shape_polygon(shape: str, cx: float, cy: float, half: float) -> list[tuple[f
         return None
     raise ValueError(f"unknown shape {shape!r}; shapes are {SHAPES}")
 
+# %% ../nbs/06b_shapes.ipynb #ca4356ca
 def render_scene(scene: Scene, resolution: int = DEFAULT_RESOLUTION) -> PIL.Image.Image:
     "Draw the scene: flat colours, each object centred in its cell."
     image = PIL.Image.new("RGB", (resolution, resolution), BACKGROUNDS[scene.background])
@@ -163,10 +165,12 @@ def word_counter(texts: list[str]) -> list[int]:
     "A tokenizer-free length estimate: 1.3 tokens per word."
     return [int(len(t.split()) * 1.3) for t in texts]
 
+# %% ../nbs/06b_shapes.ipynb #bfc2253a
 def t5_counter(tokenizer):
     "Sentence lengths in T5 tokens (no special tokens) from a tokenizer, in one batched call."
     return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
 
+# %% ../nbs/06b_shapes.ipynb #83f442a0
 def _split(templates: list, phrasing: str) -> list:
     if phrasing not in ("train", "eval", "all"):
         raise ValueError(f"phrasing must be 'train', 'eval' or 'all', got {phrasing!r}")
@@ -179,6 +183,7 @@ def object_sentence(o: ShapeObject, rng: random.Random, phrasing: str = "train")
     text = rng.choice(_split(OBJECT_TEMPLATES, phrasing))
     return text.format(size=o.size, colour=o.colour, shape=o.shape, place=place, Place=place[0].upper() + place[1:])
 
+# %% ../nbs/06b_shapes.ipynb #99461501
 def relations(scene: Scene) -> list[tuple[str, ShapeObject, ShapeObject]]:
     "Every true pairwise relation: ('left', a, b) when a's column is left of b's, ('above', a, b) likewise."
     out = []
@@ -190,6 +195,7 @@ def relations(scene: Scene) -> list[tuple[str, ShapeObject, ShapeObject]]:
                 out.append(("above", a, b))
     return out
 
+# %% ../nbs/06b_shapes.ipynb #26f5f0f5
 def relation_sentence(kind: str, a: ShapeObject, b: ShapeObject, rng: random.Random, phrasing: str = "train") -> str:
     return rng.choice(_split(RELATION_TEMPLATES[kind], phrasing)).format(a=a.name, b=b.name)
 
@@ -218,6 +224,7 @@ def _caption_parts(scene: Scene, rng: random.Random, phrasing: str = "train"):
     said = [relation_sentence(k, a, b, rng, phrasing) for k, a, b in pool]
     return head, body, pool, said, rng.sample(FILLER, len(FILLER))
 
+# %% ../nbs/06b_shapes.ipynb #700e4a1f
 def long_caption(
     scene: Scene,
     rng: random.Random,
@@ -253,6 +260,7 @@ def partial_caption(scene: Scene, rng: random.Random, num_named: tuple[int, int]
     named = rng.sample(scene.objects, min(rng.randint(lo, hi), len(scene.objects)))
     return short_caption(Scene(scene.background, named), rng, phrasing)
 
+# %% ../nbs/06b_shapes.ipynb #48b16cbd
 ORACLE_SPLITS = ("object", "pair")
 
 def oracle_captions(scene: Scene, rng: random.Random, per: str = "object", phrasing: str = "train") -> list[str]:

@@ -64,6 +64,7 @@ class FusedJointAttnProcessor:
         context = context if attn.context_pre_only else attn.to_add_out(context)
         return attn.to_out[1](attn.to_out[0](out)), context
 
+# %% ../nbs/04b_speedups.ipynb #1679d3af
 def fuse_qkv(transformer) -> int:
     "One matmul for q, k, v (and one for the text's) in every attention of the blocks, in place; how many fused."
     fused = 0
@@ -131,6 +132,7 @@ class TransformerGraphs:
         del self.transformer.forward
         self.graphs.clear()
 
+# %% ../nbs/04b_speedups.ipynb #201d4658
 def cuda_graphs(transformer, warmup: int = 2) -> TransformerGraphs:
     "Replay the transformer's forward from CUDA graphs, one per input shape, captured at its first call (in place)."
     return TransformerGraphs(transformer, warmup)

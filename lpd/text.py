@@ -139,12 +139,14 @@ def sentences(text: str) -> list[str]:
     "The sentences of `text`: split after `.`, `!` or `?` followed by white space."
     return [s for s in (part.strip() for part in _SENTENCE_END.split(text.strip())) if s]
 
+# %% ../nbs/03_text.ipynb #c2ae047d
 def check_prompt(prompt) -> str:
     "`prompt`, if it is a string with some text in it; else a one-line `ValueError`."
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"the prompt is empty: give the long prompt to decompose, got {prompt!r:.40}")
     return prompt
 
+# %% ../nbs/03_text.ipynb #6dab635e
 def deal_sentences(text: str, k: int) -> list[str]:
     "`k` texts: sentence i goes to group i mod k (a group is empty when `text` has fewer than k sentences)."
     if k < 1:
@@ -154,10 +156,12 @@ def deal_sentences(text: str, k: int) -> list[str]:
         groups[i % k].append(sentence)
     return [" ".join(g) for g in groups]
 
+# %% ../nbs/03_text.ipynb #4fe0d9de
 def split_sentences(text: str, k: int | None = None) -> list[str]:
     "Sub-prompts of a sentence split: one per sentence (`k=None`), or the sentences dealt into `k` texts."
     return sentences(text) if k is None else deal_sentences(text, k)
 
+# %% ../nbs/03_text.ipynb #bd98a85c
 def split_components(value: str) -> int | None:
     "`--split_components`: `all` (None: one component per sentence) or a positive number of groups."
     if value == "all":
@@ -166,6 +170,7 @@ def split_components(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"must be 'all' or a positive number of groups, got {value!r}")
     return int(value)
 
+# %% ../nbs/03_text.ipynb #22f817ba
 def leading_sentences(text: str, tokenizer, max_tokens: int) -> str:
     "The most leading sentences within `max_tokens` tokens of `tokenizer` (special tokens counted); at least one."
     parts = sentences(text)

@@ -50,6 +50,7 @@ def _clip_vocab_dir() -> str:
     Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return folder
 
+# %% ../nbs/02_tiny.ipynb #491d578b
 def clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
     "CLIP's tokenizer, original 49,408-token vocabulary (SD3 pads CLIP-L with `<|endoftext|>`, CLIP-G with `!`)."
     return CLIPTokenizer.from_pretrained(_clip_vocab_dir(), model_max_length=77, pad_token=pad_token)
@@ -91,6 +92,7 @@ def _sentence(rng: random.Random) -> str:
     return rng.choice(templates).format(**w, place_cap=w["place"].capitalize(), subject2=w2["subject"],
                                         n=rng.choice("two three four five six seven".split()))
 
+# %% ../nbs/02_tiny.ipynb #9c61cbb4
 def _t5_corpus(num_sentences: int = 20000, seed: int = 0) -> list[str]:
     "Generated descriptive sentences, the demo prompts and CLIP's whole-word tokens: the T5 tokenizer's training text."
     rng = random.Random(seed)
@@ -118,6 +120,7 @@ def train_t5_spiece(out_file: str | Path, vocab_size: int = T5_VOCAB_SIZE) -> Pa
     out_file.write_bytes(model.getvalue())
     return out_file
 
+# %% ../nbs/02_tiny.ipynb #8f312b29
 def t5_tokenizer() -> T5TokenizerFast:
     "The tiny T5 tokenizer from the committed sentencepiece model (512 tokens, as SD3's `tokenizer_3`)."
     return T5TokenizerFast.from_pretrained(str(asset_path("tokenizers", "t5")), model_max_length=512)
@@ -139,6 +142,7 @@ def _clip_config(hidden_size: int = 32) -> CLIPTextConfig:
                           num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
                           hidden_act="gelu", bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
 
+# %% ../nbs/02_tiny.ipynb #1432e92b
 def tiny_text_encoders(seed: int = 0) -> dict:
     "SD3's three text encoders at a tiny size with random weights, and their tokenizers, deterministic from `seed`."
     torch.manual_seed(seed)
@@ -150,6 +154,7 @@ def tiny_text_encoders(seed: int = 0) -> dict:
     return dict(text_encoder=text_encoder, tokenizer=clip_tokenizer(), text_encoder_2=text_encoder_2,
                 tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_3=text_encoder_3, tokenizer_3=t5_tokenizer())
 
+# %% ../nbs/02_tiny.ipynb #affdb1ef
 def tiny_components(seed: int = 0) -> dict:
     "The components of a tiny `StableDiffusion3Pipeline`, deterministic from `seed`."
     torch.manual_seed(seed)
@@ -169,6 +174,7 @@ def tiny_decomposer(seed: int = 0, **config) -> PromptDecomposer:
     torch.manual_seed(seed)
     return PromptDecomposer(**{**TINY_DECOMPOSER, **config}).eval()
 
+# %% ../nbs/02_tiny.ipynb #2678fb55
 def tiny_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     "A tiny stock SD3 pipeline on CPU in fp32, progress bar off."
     pipe = StableDiffusion3Pipeline(**tiny_components(seed))
@@ -208,6 +214,7 @@ def _current_layout(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
 
+# %% ../nbs/02_tiny.ipynb #0a5cb280
 def ensure_tiny(out_dir: str | Path | None = None, seed: int = 0) -> Path:
     "The tiny SD3 folder (default `cache_home()/models/tiny-sd3`), built on first use, rebuilt if stale."
     out_dir = Path(out_dir) if out_dir is not None else cache_home() / DEFAULT_TINY_DIR

@@ -55,11 +55,13 @@ def render_batch(
     scenes = [sample_scene(rng, num_objects) for _ in range(n)]
     return render_pixels(scenes, resolution), scenes
 
+# %% ../nbs/13_toy.ipynb #530d86f0
 def render_pixels(scenes: list, resolution: int = 64) -> torch.Tensor:
     "Scenes rendered to `(n, 3, R, R)` in [-1, 1], the VAE's input."
     arrays = np.stack([np.asarray(render_scene(s, resolution), dtype=np.float32) for s in scenes])
     return torch.from_numpy(arrays / 127.5 - 1.0).permute(0, 3, 1, 2)
 
+# %% ../nbs/13_toy.ipynb #9ebecb97
 def to_images(pixels: torch.Tensor) -> list[PIL.Image.Image]:
     "`(n, 3, R, R)` in [-1, 1] back to PIL images."
     arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -84,6 +86,7 @@ class ToyVAEConfig:
     eval_scenes: int = field(default=300, metadata={"help": "held-out scenes judged after a round trip"})
     device: str | None = field(default=None, metadata={"help": "cuda or cpu; None: cuda when available"})
 
+# %% ../nbs/13_toy.ipynb #aa6f8dba
 def toy_vae(cfg: ToyVAEConfig) -> AutoencoderKL:
     "A fresh `AutoencoderKL` for the toy SD3, deterministic from `cfg.seed`."
     torch.manual_seed(cfg.seed)
@@ -131,6 +134,7 @@ def set_latent_scale(vae: AutoencoderKL, cfg: ToyVAEConfig, n: int = 512) -> tup
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     return shift, scale
 
+# %% ../nbs/13_toy.ipynb #54d5cb76
 @torch.no_grad()
 def roundtrip_scores(vae: AutoencoderKL, cfg: ToyVAEConfig) -> dict:
     "Judge scores of held-out scenes after encode -> decode (the latent mean), with the renders' own as reference."
@@ -205,6 +209,7 @@ class ToySD3Config:
     max_minutes: float | None = field(default=None, metadata={"help": "stop (and save) after this long; resumable"})
     device: str | None = field(default=None, metadata={"help": "cuda or cpu; None: cuda when available"})
 
+# %% ../nbs/13_toy.ipynb #c6d90320
 def toy_transformer(cfg: ToySD3Config, joint_attention_dim: int, pooled_projection_dim: int) -> SD3Transformer2DModel:
     "A fresh SD3 transformer for the toy (SD3.5's qk RMS-norm, patch 2), deterministic from `cfg.seed`."
     torch.manual_seed(cfg.seed)
@@ -216,6 +221,7 @@ def toy_transformer(cfg: ToySD3Config, joint_attention_dim: int, pooled_projecti
         caption_projection_dim=inner, pooled_projection_dim=pooled_projection_dim, pos_embed_max_size=latent,
         qk_norm="rms_norm")
 
+# %% ../nbs/13_toy.ipynb #312271d0
 def toy_pipeline(cfg: ToySD3Config) -> StableDiffusion3Pipeline:
     "The untrained toy SD3: the trained VAE, frozen random text encoders (fp16-exact), a fresh transformer."
     text = tiny_text_encoders(cfg.text_seed)
@@ -243,6 +249,7 @@ def tokenize(pipe: StableDiffusion3Pipeline, captions: list[str], t5_length: int
             "t5": pipe.tokenizer_3(captions, padding="max_length", max_length=t5_length, truncation=True,
                                    add_special_tokens=True, return_tensors="pt").input_ids}
 
+# %% ../nbs/13_toy.ipynb #94dc7b15
 def encode_ids(pipe: StableDiffusion3Pipeline, ids: dict[str, torch.Tensor], t5_length: int):
     "`(prompt_embeds (B, 77 + t5_length, D), pooled (B, P))` from token ids, as `encode_prompt` computes them."
     states, pooled = [], []
@@ -262,6 +269,7 @@ def training_scenes(cfg: ToySD3Config, rng: random.Random | None = None) -> list
     rng = rng or random.Random(f"toy-sd3-train-{cfg.seed}")
     return [sample_scene(rng, tuple(cfg.num_objects)) for _ in range(cfg.train_scenes)]
 
+# %% ../nbs/13_toy.ipynb #7fa83fa6
 @torch.no_grad()
 def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: torch.device) -> dict:
     "Latents `(S, 4, h, w)`, token ids, the empty caption's ids, and the scenes as JSON (to hold them out)."
@@ -297,6 +305,7 @@ def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250,
             images += pipe([r["prompt"] for r in batch], generator=gens, **call).images
     return [judge_row(im, r) for im, r in zip(images, rows)], images
 
+# %% ../nbs/13_toy.ipynb #0d55887e
 def mean_scores(scores: list[dict]) -> dict:
     "Mean of each judge metric over the rows that have it."
     means = {m: [s[m] for s in scores if not math.isnan(s[m])] for m in METRICS}
@@ -313,6 +322,7 @@ def _batch_ids(data: dict, idx: torch.Tensor, cfg: ToySD3Config, gen: torch.Gene
             ids[k][drop] = data["empty"][k][0]
     return ids
 
+# %% ../nbs/13_toy.ipynb #3751eed1
 def train_step(pipe, noise_scheduler, data: dict, cfg: ToySD3Config, gen: torch.Generator) -> torch.Tensor:
     "The loss of one batch drawn with `gen` (CPU generator: indices, dropout, length, noise, timesteps)."
     device = pipe.transformer.device
@@ -348,6 +358,7 @@ def judge_sets(pipe, cfg: ToySD3Config, held_out: set[str], names=tuple(EVAL_SET
             n: mean_scores([s for s, r in zip(scores, rows) if r["num_objects"] == n]) for n in counts}}
     return out
 
+# %% ../nbs/13_toy.ipynb #6ce849c9
 @contextmanager
 def ema_weights(model: torch.nn.Module, ema: EMAModel):
     "Swap the EMA weights into `model` (in eval mode) for the block."
@@ -397,6 +408,7 @@ def slim_clip(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModelWithProjectio
     encoder.load_state_dict(state)
     return slim, encoder.requires_grad_(False).eval()
 
+# %% ../nbs/13_toy.ipynb #577749dd
 def slim_clips(components: dict) -> dict:
     "`components` with both CLIP pairs cut to the shapes world's words."
     texts, out = world_texts(), dict(components)
@@ -404,6 +416,7 @@ def slim_clips(components: dict) -> dict:
         out[tok], out[enc] = slim_clip(components[tok], components[enc], texts)
     return out
 
+# %% ../nbs/13_toy.ipynb #58983a4a
 def slim_toy_folder(folder: str | Path) -> None:
     "Cut the CLIP pairs of a saved toy SD3 in place (`data/toy-sd3` was saved before `save_toy_sd3` cut them)."
     folder = Path(folder)
@@ -421,6 +434,7 @@ def compact_tokenizers(folder: str | Path) -> None:
     for path in Path(folder).glob("tokenizer*/tokenizer.json"):
         path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False, separators=(",", ":")))
 
+# %% ../nbs/13_toy.ipynb #cc80b625
 def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
     "Save in fp16, diffusers layout, CLIP cut to the world's words, files under 15 MB, tokenizers compact."
     half = {k: copy.deepcopy(v).to("cpu", torch.float16) if isinstance(v, torch.nn.Module) else v
@@ -429,6 +443,7 @@ def save_toy_sd3(pipe: StableDiffusion3Pipeline, out_dir: str | Path) -> Path:
     compact_tokenizers(out_dir)
     return Path(out_dir)
 
+# %% ../nbs/13_toy.ipynb #0e749dbd
 RESUMABLE_CHANGES = {"output_dir", "steps", "max_minutes", "device", "eval_every", "eval_prompts", "sampling_steps",
                      "guidance_scale"}  # settings a resumed run may change; any other change is refused
 
@@ -442,6 +457,7 @@ def load_transformer_weights(transformer: SD3Transformer2DModel, folder: str | P
                          f"{str(e).splitlines()[1].strip()}") from None
     return transformer
 
+# %% ../nbs/13_toy.ipynb #28453287
 def _check_resume(cfg: ToySD3Config, out: Path) -> None:
     "Refuse to resume a run folder whose checkpoint was trained with other settings (one line naming them)."
     saved_file = out / "toy_sd3_config.json"
@@ -454,6 +470,7 @@ def _check_resume(cfg: ToySD3Config, out: Path) -> None:
                          + ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
                          + " (use another --output_dir)")
 
+# %% ../nbs/13_toy.ipynb #f794376c
 def fit_toy_sd3(cfg: ToySD3Config, made_by: dict | None = None) -> dict:  # made_by: lpd.core.provenance
     "Train (or resume) the toy SD3 in `cfg.output_dir`; judge it and save `model/` at every stop. Returns metrics."
     start, device = time.perf_counter(), resolve_device(cfg.device)

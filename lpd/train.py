@@ -68,6 +68,7 @@ SEED_VALIDATION_PROMPT = (
 def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
+# %% ../nbs/07_train.ipynb #4b2b51f9
 @dataclass
 class TrainConfig:
     "Every training setting; field names are the `lpd-train` flags (the reference's, seed README section 6)."
@@ -201,6 +202,7 @@ def build_parser() -> HfArgumentParser:
     p.add_argument("--profile", default=None, help="JSON/YAML file of flags, merged under the command line")
     return p
 
+# %% ../nbs/07_train.ipynb #1ca070bd
 def _read_profile(path: str) -> list[str]:
     "A profile as command-line tokens."
     try:
@@ -218,6 +220,7 @@ def _read_profile(path: str) -> list[str]:
         raise ValueError(f"--profile {path}: unknown setting(s) {sorted(unknown)}")
     return [token for key, value in data.items() if value is not None for token in (f"--{key}", str(value))]
 
+# %% ../nbs/07_train.ipynb #89e54fab
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     "Flags (and a `--profile` under them) -> `TrainConfig`."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -281,6 +284,7 @@ def decomposer_from_config(cfg: TrainConfig, text_dim: int) -> PromptDecomposer:
         return decomposer
     return PromptDecomposer(**decomposer_kwargs(text_dim, **flags), **settings)
 
+# %% ../nbs/07_train.ipynb #35109cc6
 WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # mixed precision -> frozen modules; else fp32
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")  # what an encoding cache replaces
 CACHE_SETTINGS = (  # the settings that change what is encoded: training must use the cache's values
@@ -308,10 +312,12 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache
     pipe.set_progress_bar_config(disable=True)
     return Frozen(pipe, training_scheduler(pipe.scheduler), weight_dtype, cache)
 
+# %% ../nbs/07_train.ipynb #fb2d5f0a
 def training_scheduler(scheduler):
     "A new scheduler of the same config with its training timesteps and sigmas (sampling resets a scheduler's)."
     return type(scheduler).from_config(scheduler.config)
 
+# %% ../nbs/07_train.ipynb #728b6d9e
 @torch.no_grad()
 def empty_condition(frozen: Frozen, num_tokens: int, composition: str, device) -> PromptEncoding:
     "The empty prompt as the pipeline's unconditional pass encodes it (T5 at `num_tokens`): base of the sum rule."
@@ -344,6 +350,7 @@ def noise_latents(
     noisy = (1.0 - sigmas) * latents + sigmas * noise
     return noise, noisy, timesteps, sigmas
 
+# %% ../nbs/07_train.ipynb #3354ac26
 def clean_latents(frozen: Frozen, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
     "A normalised latent sample of each image, drawn from the VAE's encoding of its pixels or from the cache's."
     if frozen.cache is not None:
@@ -355,12 +362,14 @@ def clean_latents(frozen: Frozen, batch: dict, generator: torch.Generator | None
         shift, scale = vae.config.shift_factor, vae.config.scaling_factor
     return ((dist.sample(generator) - shift) * scale).to(frozen.weight_dtype)
 
+# %% ../nbs/07_train.ipynb #373ecd1b
 def prompt_encoding(frozen: Frozen, captions: list[str], cfg: TrainConfig, device) -> PromptEncoding:
     "The captions' CLIP/T5 encodings: from the text encoders, or from the encoding cache."
     if frozen.cache is not None:
         return frozen.cache.encoding(captions, device)
     return encode_long_prompt(frozen.pipe, captions, max_sequence_length=cfg.max_sequence_length, device=device)
 
+# %% ../nbs/07_train.ipynb #83d9dcf4
 def sample_noisy_latents(frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator | None = None):
     "Encode images, draw noise and timesteps (SD3 density): `(latents, noise, noisy, timesteps, sigmas)`."
     latents = clean_latents(frozen, batch, generator)
@@ -378,6 +387,7 @@ def component_predictions(transformer, parts: list[torch.Tensor], enc: PromptEnc
     embeds = sub_prompts(parts, clip.to(dtype))[None]  # (1, K, B, S, D)
     return predict_components(transformer, noisy, timesteps, embeds, pooled.to(dtype)[None])[0]
 
+# %% ../nbs/07_train.ipynb #596b5dcc
 @torch.no_grad()
 def unconditional_prediction(transformer, empty: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
                              dtype: torch.dtype) -> torch.Tensor:
@@ -387,12 +397,14 @@ def unconditional_prediction(transformer, empty: PromptEncoding, noisy: torch.Te
     return transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
                        pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
 
+# %% ../nbs/07_train.ipynb #7f681e42
 def compose(pred: torch.Tensor, composition: str | None, v_u: torch.Tensor | None = None) -> torch.Tensor:
     "The composite at guidance 1 of `(K, B, C, h, w)` predictions: their mean, or `v_u` plus their differences' sum."
     if composition != "sum":
         return compose_noise_pred(pred[None])
     return compose_noise_pred(torch.stack([v_u.expand_as(pred), pred]), 1.0, composition="sum")
 
+# %% ../nbs/07_train.ipynb #940aaf12
 def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
                          dtype: torch.dtype, component_clip: str | None = None, composition: str | None = None,
                          empty: PromptEncoding | None = None) -> torch.Tensor:
@@ -485,6 +497,7 @@ def caption_dataset(cfg: TrainConfig, process_index: int = 0, num_processes: int
         shuffle=cfg.shuffle if shuffle is None else shuffle, seed=cfg.seed or 0, process_index=process_index,
         num_processes=num_processes)
 
+# %% ../nbs/07_train.ipynb #8914a2f6
 def build_dataloader(cfg: TrainConfig, accelerator: Accelerator):
     "This process's shard of the data as a `DataLoader` (not passed to `accelerator.prepare`: it is sharded already)."
     dataset = caption_dataset(cfg, accelerator.process_index, accelerator.num_processes)
@@ -508,6 +521,7 @@ def validation_pipeline(frozen: Frozen, decomposer, accelerator: Accelerator) ->
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
+# %% ../nbs/07_train.ipynb #7f955cc0
 @torch.no_grad()
 def validate(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Accelerator, step: int) -> Path:
     "Render the validation prompt (composite + components), save the PNGs and log them to the trackers."
@@ -612,6 +626,7 @@ def _check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name} must be positive, got {getattr(cfg, name)}")
 
+# %% ../nbs/07_train.ipynb #b365592b
 _IGNORED = {"num_validation_images": 4, "hub_token": None, "hub_model_id": None}  # the original's, without effect
 
 def _warn_ignored(cfg: TrainConfig) -> None:
@@ -640,6 +655,7 @@ def build_optimizer(cfg: TrainConfig, params, num_processes: int = 1) -> torch.o
     return cls(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
                eps=cfg.adam_epsilon)
 
+# %% ../nbs/07_train.ipynb #3c72587a
 def build_lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1):
     "diffusers' `--lr_scheduler` over `max_steps` optimizer steps (accelerate steps it once per process and step)."
     return get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps * num_processes,
@@ -761,11 +777,13 @@ def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, s
     bar.close()
     return history
 
+# %% ../nbs/07_train.ipynb #e773f6db
 def _log_data_ids(output_dir, rank: int, step: int, captions: list[str]) -> None:
     ids = [hashlib.sha1(c.encode()).hexdigest()[:10] for c in captions]
     with (Path(output_dir) / f"data_ids.rank{rank}.jsonl").open("a") as f:
         f.write(json.dumps({"step": step, "ids": ids}) + "\n")
 
+# %% ../nbs/07_train.ipynb #d568b306
 def _stop_if_not_finite(accelerator, loss, step, output_dir) -> None:
     bad = torch.tensor(float(not torch.isfinite(loss)), device=accelerator.device)
     if accelerator.num_processes > 1:
