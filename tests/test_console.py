@@ -1,5 +1,8 @@
 """A console a user can read: each command prints lpd's own lines (progress bars, one-line reports, where outputs
 went) and no library warning that does not apply; nothing prints a prompt's text unasked."""
+import configparser
+import importlib
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -77,3 +80,16 @@ def test_the_filter_drops_only_what_does_not_apply():
     finally:
         handler.stream = old
     assert stream.getvalue().strip().splitlines() == ["something new that a user should read"]
+
+
+def test_every_console_script_is_a_callable_the_install_provides():
+    "settings.ini's console_scripts (the README's commands): each target imports and is callable, and is installed."
+    ini = configparser.ConfigParser()
+    ini.read(repo_root() / "settings.ini")
+    declared = dict(entry.split("=") for entry in ini["DEFAULT"]["console_scripts"].split())
+    for name, target in declared.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function, None)), f"{name}={target}"
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")
+                 if ep.dist is not None and ep.dist.name == "lpd"}
+    assert installed == declared, "the installed lpd differs from settings.ini: reinstall it (make env)"
