@@ -275,8 +275,9 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
         model = cls.from_config(config) if config is not None else cls(**hyper)
         try:
             model.load_state_dict(state, strict=True)
-        except RuntimeError as e:  # tensors whose shapes contradict the latents: a broken file
-            raise ValueError(f"corrupt decomposer checkpoint {weights}: {str(e).splitlines()[-1].strip()}") from None
+        except RuntimeError as e:  # missing, unexpected or misshapen tensors: a broken file; every problem on one line
+            problems = " ".join(line.strip() for line in str(e).splitlines()[1:])
+            raise ValueError(f"corrupt decomposer checkpoint {weights}: {problems}") from None
         if torch_dtype is not None:
             model = model.to(torch_dtype)
         return model.eval()
