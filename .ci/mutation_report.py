@@ -51,7 +51,13 @@ def report(module: str) -> Path:
     kept = counts["killed"] / (checked - equivalent) if checked > equivalent else float("nan")
     lines += ["", f"Score: {counts['killed']} killed of {checked} checked = **{score:.1%}**; {equivalent} of the "
               f"{len(survivors)} survivors are equivalent (below), so {kept:.1%} of the mutants that change "
-              "behaviour are killed.", "", "## Survivors", ""]
+              "behaviour are killed."]
+    waiting = counts["not checked"] + counts["no tests"]
+    if waiting:
+        lines += ["", f"Not in the score: {waiting} mutants not run (`not checked`; `no tests`: no test reached them "
+                  "when mutmut last traced the tests, so `rm mutants/mutmut-stats.json` before `make mutate` "
+                  "retraces)."]
+    lines += ["", "## Survivors", ""]
     lines += [f"- `{name}`: {diff} ({why[name]})" for name, diff in survivors.items()]
     out = ROOT / "reports" / "mutation" / f"{module}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
