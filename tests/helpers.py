@@ -1,4 +1,6 @@
 """Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py."""
+import configparser
+
 from lpd.core import repo_root
 from lpd.tiny import tiny_decomposer
 
@@ -27,3 +29,10 @@ def identical_decomposer(num_components=4, num_tokens=16):
         latents = dec.mask_head.connector.latents  # (K, N, D)
         latents[:] = latents[0].clone()
     return dec
+
+
+def console_scripts() -> dict[str, str]:
+    "The `lpd-*` commands an install provides, each with its `module:function` (settings.ini's console_scripts)."
+    ini = configparser.ConfigParser()
+    ini.read(repo_root() / "settings.ini")
+    return dict(entry.split("=") for entry in ini["DEFAULT"]["console_scripts"].split())

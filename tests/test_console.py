@@ -1,6 +1,5 @@
 """A console a user can read: each command prints lpd's own lines (progress bars, one-line reports, where outputs
 went) and no library warning that does not apply; nothing prints a prompt's text unasked."""
-import configparser
 import importlib
 import importlib.metadata
 import os
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import console_scripts
 from lpd.core import repo_root
 from lpd.text import read_prompts
 
@@ -84,9 +84,7 @@ def test_the_filter_drops_only_what_does_not_apply():
 
 def test_every_console_script_is_a_callable_the_install_provides():
     "settings.ini's console_scripts (the README's commands): each target imports and is callable, and is installed."
-    ini = configparser.ConfigParser()
-    ini.read(repo_root() / "settings.ini")
-    declared = dict(entry.split("=") for entry in ini["DEFAULT"]["console_scripts"].split())
+    declared = console_scripts()
     for name, target in declared.items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function, None)), f"{name}={target}"

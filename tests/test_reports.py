@@ -1,6 +1,5 @@
 """What reports/ and the README promise a reader who wants to reproduce a figure: every command, stage, template and
 path they name exists, every committed result says how it was made, and reports/ holds results, not code."""
-import configparser
 import importlib.util
 import json
 import re
@@ -8,6 +7,7 @@ import sys
 
 import pytest
 
+from helpers import console_scripts
 from lpd.core import repo_root
 
 ROOT = repo_root()
@@ -16,13 +16,6 @@ STUDY = ROOT / "nbs" / "experiments" / "toy_study.sh"
 INSTALLED = {"lpd/assets"}  # made by `pip install .` (data/ inside the package), not in a checkout
 COMMAND = re.compile(r"\blpd-[a-z]+|python3? -m lpd\.\w+|toy_study\.sh \w+|papermill nbs/experiments/\w+\.ipynb"
                      r"|python3? nbs/experiments/[\w/]+\.py|make [a-z]+")
-
-
-def console_scripts() -> set[str]:
-    "The `lpd-*` commands an install provides (settings.ini's console_scripts)."
-    ini = configparser.ConfigParser()
-    ini.read(ROOT / "settings.ini")
-    return {entry.split("=")[0] for entry in ini["DEFAULT"]["console_scripts"].split()}
 
 
 def study_stages() -> set[str]:
