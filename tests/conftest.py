@@ -18,6 +18,18 @@ def pytest_configure(config):
                                        "`pytest tests/test_gpu.py`")
 
 
+def pytest_collection_modifyitems(items):
+    """The notebook tests run in `NOTEBOOKS`' order, fastest first, whatever order their ids came in. mutmut passes a
+    mutant's tests as a set; with its `-x`, a mutant 04_pipeline kills then stops there instead of after 07_train."""
+    from test_notebooks import NOTEBOOKS
+
+    order = [n if isinstance(n, str) else n.values[0] for n in NOTEBOOKS]
+    at = [i for i, item in enumerate(items) if item.originalname == "test_notebook_tests_pass_on_the_package"]
+    ranked = sorted((items[i] for i in at), key=lambda item: order.index(item.callspec.params["name"]))
+    for i, item in zip(at, ranked):
+        items[i] = item
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     "A tiny SD3 folder (diffusers layout) with a random decomposer in decomposer/."

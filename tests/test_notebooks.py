@@ -54,3 +54,16 @@ def run_against_package(name: str) -> None:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_tests_pass_on_the_package(name):
     run_against_package(name)
+
+
+def test_notebook_tests_run_fastest_first_whatever_order_they_are_named_in():
+    "mutmut names a mutant's tests as a set; conftest puts them back in `NOTEBOOKS`' order (with `-x`: cheapest first)"
+    class Collected:
+        def pytest_collection_finish(self, session):
+            self.names = [item.callspec.params["name"] for item in session.items]
+
+    named = ["07_train", "06d_evaluate", "04_pipeline", "01_decomposer"]
+    collected = Collected()
+    ids = [f"{__file__}::test_notebook_tests_pass_on_the_package[{n}]" for n in named]
+    assert pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *ids], plugins=[collected]) == 0
+    assert collected.names == ["01_decomposer", "06d_evaluate", "04_pipeline", "07_train"]
