@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import re
 import statistics
@@ -15,22 +16,19 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import SD3Transformer2DModel
-from transformers import T5Config, T5EncoderModel
-
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.training_utils import free_memory
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from .core import default_model, provenance, resolve_device, resolve_dtype, running_as_script, save_json
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
 from .pipeline import SPLIT_SETTINGS, PromptDecomposePipeline
 from .speedups import TransformerGraphs, compile_blocks, fp8_blocks, fuse_qkv
+from .routing import route_loss, summed_differences, token_route_loss
 from .text import PromptEncoding, encode_long_prompt
 from .tiny import (TINY_DECOMPOSER, TINY_T5, TINY_TRANSFORMER, clip_tokenizer, t5_tokenizer, tiny_components,
                       tiny_decomposer)
-from .routing import route_loss, summed_differences, token_route_loss
 from .train import (TrainConfig, build_optimizer, component_predictions, compose, composite_prediction,
                        flow_matching_loss, unconditional_prediction)
 
@@ -153,39 +151,50 @@ TRAIN_SETUPS = {  # name: (lpd-train settings, frozen-transformer gradient check
                               "route_token_weight": 1.0}, True),
 }
 
+# %% ../nbs/14_bench.ipynb #7c1e0a07
+def _router(m: dict, device) -> PromptDecomposer:
+    "lpd's token router built as the embedded default's (its K and context kernel) at this scale's width and length."
+    shipped = PromptDecomposer.load_config(default_model() / "decomposer")
+    width, T = m["transformer"].config.joint_attention_dim, m["spec"]["t5_tokens"]
+    dec = PromptDecomposer(num_components=shipped["num_components"], context_kernel=shipped["context_kernel"],
+                           num_tokens=T, width=width, use_attention_mask=True, kind="router").to(device)
+    dec.set_blank(torch.randn(T, width))
+    return dec
+
+# %% ../nbs/14_bench.ipynb #7c1e0a08
+def _training_inputs(m: dict, size: int, batch: int, num_tokens: int, device, dtype) -> dict:
+    "Random encodings (and the empty prompt's: the first row, T5 cut to `num_tokens`), latents, noise at sigma 0.5."
+    tf, T = m["transformer"], m["spec"]["t5_tokens"]
+    D, side = tf.config.joint_attention_dim, size // m["spec"]["vae_factor"]
+    enc = PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
+                         t5_embeds=torch.randn(batch, T, D, device=device, dtype=dtype),
+                         t5_mask=torch.ones(batch, T, device=device, dtype=torch.long),
+                         pooled_embeds=torch.randn(batch, tf.config.pooled_projection_dim, device=device, dtype=dtype))
+    empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1, :num_tokens],
+                           t5_mask=enc.t5_mask[:1, :num_tokens], pooled_embeds=enc.pooled_embeds[:1])
+    latents = torch.randn(batch, tf.config.in_channels, side, side, device=device, dtype=dtype)
+    return {"enc": enc, "empty": empty, "latents": latents, "noise": torch.randn_like(latents),
+            "sigmas": torch.full((batch, 1, 1, 1), 0.5, device=device, dtype=dtype),
+            "timesteps": torch.full((batch,), 500.0, device=device)}
+
+# %% ../nbs/14_bench.ipynb #7c1e0a09
 def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "adamw"):
     "A closure running one training step of lpd.train's functions and optimizer (encodings given), fresh state."
-    dec, tf, spec = m["decomposer"].train(), m["transformer"], m["spec"]
-    settings, checkpointing = TRAIN_SETUPS[setup]
+    tf, T, (settings, checkpointing) = m["transformer"], m["spec"]["t5_tokens"], TRAIN_SETUPS[setup]
     router = settings.get("decomposer_kind") == "router"
-    if router:
-        shipped = PromptDecomposer.load_config(default_model() / "decomposer")  # at this scale's width and length
-        dec = PromptDecomposer(num_components=shipped["num_components"], context_kernel=shipped["context_kernel"],
-                               num_tokens=spec["t5_tokens"], width=tf.config.joint_attention_dim,
-                               use_attention_mask=True, kind="router").to(device).train()
-        dec.set_blank(torch.randn(spec["t5_tokens"], tf.config.joint_attention_dim))
+    dec = (_router(m, device) if router else m["decomposer"]).train()
     opt = build_optimizer(TrainConfig(learning_rate=1e-5, **settings), dec.parameters())
     tf.enable_gradient_checkpointing() if checkpointing else tf.disable_gradient_checkpointing()
-    D, side = tf.config.joint_attention_dim, size // spec["vae_factor"]
-    enc = PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
-                         t5_embeds=torch.randn(batch, spec["t5_tokens"], D, device=device, dtype=dtype),
-                         t5_mask=torch.ones(batch, spec["t5_tokens"], device=device, dtype=torch.long),
-                         pooled_embeds=torch.randn(batch, tf.config.pooled_projection_dim, device=device, dtype=dtype))
-    latents = torch.randn(batch, tf.config.in_channels, side, side, device=device, dtype=dtype)
-    noise, sigmas = torch.randn_like(latents), torch.full((batch, 1, 1, 1), 0.5, device=device, dtype=dtype)
-    timesteps = torch.full((batch,), 500.0, device=device)
-    if settings.get("route_targets"):
-        K, L = dec.config.num_components, SPLIT_SETTINGS["sub_prompt_length"]
-        empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1, : dec.config.num_tokens],
-                               t5_mask=enc.t5_mask[:1, : dec.config.num_tokens], pooled_embeds=enc.pooled_embeds[:1])
-        states = torch.randn(batch * SENTENCES, L, D, device=device, dtype=dtype)  # each sentence's T5 states
-        block = torch.arange(SENTENCES) * K // SENTENCES  # the sentences in K blocks, in order
+    x = _training_inputs(m, size, batch, dec.config.num_tokens, device, dtype)
+    enc, empty, latents, noise, sigmas, timesteps = x.values()
+    if settings.get("route_targets"):  # each sentence's T5 states; the sentences in K blocks, in order
+        K, L, D = dec.config.num_components, SPLIT_SETTINGS["sub_prompt_length"], tf.config.joint_attention_dim
+        states = torch.randn(batch * SENTENCES, L, D, device=device, dtype=dtype)
+        block = torch.arange(SENTENCES) * K // SENTENCES
         owners = torch.stack([torch.arange(batch).repeat_interleave(SENTENCES), block.repeat(batch)], 1).to(device)
-    if router:
-        empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1], t5_mask=enc.t5_mask[:1],
-                               pooled_embeds=enc.pooled_embeds[:1])
-        labels = torch.randint(-1, dec.config.num_components, (batch, spec["t5_tokens"]), device=device)
-        labels[labels < 0] = -100  # unlabelled tokens, as between a prompt's object sentences
+    if router:  # unlabelled tokens (-100), as between a prompt's object sentences
+        labels = torch.randint(-1, dec.config.num_components, (batch, T), device=device)
+        labels[labels < 0] = -100
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             noisy = (1 - sigmas) * latents + sigmas * noise
@@ -226,68 +235,55 @@ def _attempt(fn) -> dict:
     except Exception as e:  # noqa: BLE001 - recorded in the results, next to the measurements that worked
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]}
 
-# %% ../nbs/14_bench.ipynb #3a22ebaa
-def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
-              compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
-              cuda_graphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
-              layouts=("plain_cfg", "original", "shared"), fuse: bool = False) -> dict:
-    "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    torch.manual_seed(0)
-    m = build_modules(scale, device, dtype)
-    K, N, T = m["spec"]["decomposer"]["num_components"], m["spec"]["decomposer"]["num_tokens"], m["spec"]["t5_tokens"]
-    records = []
-    def add(name, **info):
-        records.append({"name": name, **info})
-        progress and progress(records[-1])
-    with torch.no_grad():
-        dec = m["decomposer"].to(dtype)
-        t5_states = torch.randn(batch, T, dec.config.width, device=device, dtype=dtype)
-        add("decomposer forward", tokens=T, batch=batch, **measure(lambda: dec(t5_states), device, warmup, iters))
-        ids = torch.randint(0, m["t5"].config.vocab_size, (batch, T), device=device)
-        add("T5 encode", tokens=T, batch=batch, **measure(lambda: m["t5"](ids), device, warmup, iters))
-    m["decomposer"].float()
-    m["t5"].to("cpu")  # frees its memory for what follows
-    tf = m["transformer"]
-    done = set()  # the in-place changes made so far
-    for mode in bench_modes(compile, cuda_graphs, fuse, fp8):
-        parts = mode.split("+")
-        if "fused" in parts and "fused" not in done:
-            done.add("fused")
-            add("fused q, k, v projections", mode=mode, layers=fuse_qkv(tf))
-        if "fp8" in parts and "fp8" not in done:
-            done.add("fp8")
+# %% ../nbs/14_bench.ipynb #7c1e0a02
+@torch.no_grad()
+def _time_text(m: dict, batch: int, device, dtype, warmup: int, iters: int) -> list[dict]:
+    "The decomposer's forward and the T5 encoder on `batch` prompts at the scale's T5 length."
+    dec, T = m["decomposer"].to(dtype), m["spec"]["t5_tokens"]
+    t5_states = torch.randn(batch, T, dec.config.width, device=device, dtype=dtype)
+    ids = torch.randint(0, m["t5"].config.vocab_size, (batch, T), device=device)
+    return [{"name": "decomposer forward", "tokens": T, "batch": batch,
+             **measure(lambda: dec(t5_states), device, warmup, iters)},
+            {"name": "T5 encode", "tokens": T, "batch": batch, **measure(lambda: m["t5"](ids), device, warmup, iters)}]
+
+# %% ../nbs/14_bench.ipynb #7c1e0a03
+def _apply_mode(tf, mode: str, done: set, add) -> bool:
+    "Make `mode`'s in-place changes not made yet (`done`) and compile afresh; False if fp8 could not be applied."
+    parts = mode.split("+")
+    if "fused" in parts and "fused" not in done:
+        done.add("fused")
+        add("fused q, k, v projections", mode=mode, layers=fuse_qkv(tf))
+    if "fp8" in parts and "fp8" not in done:
+        done.add("fp8")
+        t0 = time.perf_counter()
+        quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
+        add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
+        if "error" in quantized:
+            return False
+    if mode != "eager":
+        torch._dynamo.reset()  # each mode compiles afresh
+        add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
+    return True
+
+# %% ../nbs/14_bench.ipynb #7c1e0a04
+def _time_steps(m: dict, mode: str, sizes, layouts, batch: int, device, warmup: int, iters: int, records: list, add):
+    "One denoising step of each layout at each size in `mode` (eager also times the baselines), FLOPs from eager's."
+    K = m["spec"]["decomposer"]["num_components"]
+    for size in sizes:
+        for layout in dict.fromkeys([*ALWAYS_TIMED, *layouts]) if mode == "eager" else layouts:
+            eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
+                          and r["name"] == f"step {layout}" and r.get("gflop")), None)
+            step = transformer_step(m, size, layout, batch)
             t0 = time.perf_counter()
-            quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
-            add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
-            if "error" in quantized:
-                break
-        if mode != "eager":
-            torch._dynamo.reset()  # each mode compiles afresh
-            add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
-        graphs = TransformerGraphs(tf) if "cuda_graphs" in parts else None  # lpd.speedups.cuda_graphs
-        for size in sizes:
-            for layout in dict.fromkeys([*ALWAYS_TIMED, *layouts]) if mode == "eager" else layouts:  # eager: baselines
-                eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
-                              and r["name"] == f"step {layout}" and r.get("gflop")), None)
-                step = transformer_step(m, size, layout, batch)
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    result = _attempt(lambda: measure(step, device, warmup, iters,
-                                                      None if eager is None else int(eager["gflop"] * 1e9)))
-                add(f"step {layout}", mode=mode, size=size, rows=layout_rows(layout, K, batch),
-                    setup_s=round(time.perf_counter() - t0, 1), **result)
-        if graphs:
-            graphs.remove()
-        if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
-            for setup in train_setups:
-                for b in train_batches:
-                    add("training step", mode=mode, size=sizes[0], batch=b, setup=setup,
-                        **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype, setup), device,
-                                                   warmup, iters)))
-                    free_memory()  # diffusers': what the last measurement left (optimizer state, gradients)
-            tf.disable_gradient_checkpointing()
+            with torch.no_grad():
+                result = _attempt(lambda: measure(step, device, warmup, iters,
+                                                  None if eager is None else int(eager["gflop"] * 1e9)))
+            add(f"step {layout}", mode=mode, size=size, rows=layout_rows(layout, K, batch),
+                setup_s=round(time.perf_counter() - t0, 1), **result)
+
+# %% ../nbs/14_bench.ipynb #7c1e0a05
+def _derived_records(records: list[dict]) -> list[dict]:
+    "Add the alternating-negative schedules' mean step and every step's ratio to the original layout's eager step."
     for r in [r for r in records if r["name"] == "step components" and "ms" in r]:  # without the negative
         shared = next((s for s in records if s["name"] == "step shared" and s.get("mode") == r["mode"]
                        and s.get("size") == r["size"] and "ms" in s), None)
@@ -301,9 +297,44 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
     for r in records:
         if r["name"].startswith("step ") and r.get("size") in base and "ms" in r:
             r["vs_original_eager"] = round(r["ms"] / base[r["size"]], 3)
+    return records
+
+# %% ../nbs/14_bench.ipynb #3a22ebaa
+def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
+              compile: bool = True, warmup: int = 3, iters: int = 10, device=None, dtype: str | None = None,
+              cuda_graphs: bool = False, progress=None, train_setups=("adamw",), fp8: bool = False,
+              layouts=("plain_cfg", "original", "shared"), fuse: bool = False) -> dict:
+    "Every measurement of the module's introduction, in one process; returns the records (and the table's rows)."
+    device, records = resolve_device(device), []
+    dtype = resolve_dtype(dtype, device)
+    torch.manual_seed(0)
+    m = build_modules(scale, device, dtype)
+    def add(name, **info):
+        records.append({"name": name, **info})
+        progress and progress(records[-1])
+    for record in _time_text(m, batch, device, dtype, warmup, iters):
+        add(**record)
+    m["decomposer"].float()
+    m["t5"].to("cpu")  # frees its memory for what follows
+    tf, done = m["transformer"], set()  # done: the in-place changes made so far
+    for mode in bench_modes(compile, cuda_graphs, fuse, fp8):
+        if not _apply_mode(tf, mode, done, add):
+            break
+        graphs = TransformerGraphs(tf) if "cuda_graphs" in mode.split("+") else None  # lpd.speedups.cuda_graphs
+        _time_steps(m, mode, sizes, layouts, batch, device, warmup, iters, records, add)
+        if graphs:
+            graphs.remove()
+        if mode == "eager":  # the training steps run eager (the FLOP counter does not run under compiled blocks)
+            for setup, b in itertools.product(train_setups, train_batches):
+                add("training step", mode=mode, size=sizes[0], batch=b, setup=setup,
+                    **_attempt(lambda: measure(training_step(m, sizes[0], b, device, dtype, setup), device,
+                                               warmup, iters)))
+                free_memory()  # diffusers': what the last measurement left (optimizer state, gradients)
+            tf.disable_gradient_checkpointing()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device": gpu, "scale": scale, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-            "components": K, "tokens": N, "t5_tokens": T, "torch": torch.__version__, "records": records}
+            "components": m["spec"]["decomposer"]["num_components"], "tokens": m["spec"]["decomposer"]["num_tokens"],
+            "t5_tokens": m["spec"]["t5_tokens"], "torch": torch.__version__, "records": _derived_records(records)}
 
 # %% ../nbs/14_bench.ipynb #151a7009
 def table(result: dict) -> str:
