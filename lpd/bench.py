@@ -35,7 +35,7 @@ from .train import (TrainConfig, build_optimizer, component_predictions, compose
 # %% auto #0
 __all__ = ['SCALES', 'ALWAYS_TIMED', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
            'step_inputs', 'layout_rows', 'transformer_step', 'training_step', 'bench_modes', 'run_bench', 'table',
-           'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'main']
+           'write_bench', 'build_pipeline', 'long_generation', 'encoding_step', 'plot_memory', 'build_parser', 'main']
 
 # %% ../nbs/14_bench.ipynb #55102b00
 SCALES = {
@@ -452,9 +452,9 @@ def plot_memory(long: dict, path: Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/14_bench.ipynb #b2cc2436
-def main(argv: list[str] | None = None) -> int:
-    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cuda_graphs] [--fuse_qkv] [--fp8] ...`"
+# %% ../nbs/14_bench.ipynb #7c1e0a10
+def build_parser() -> argparse.ArgumentParser:
+    "lpd-bench's flags: what is timed, at which sizes, and where the JSON and Markdown go."
     p = argparse.ArgumentParser(prog="lpd-bench", description="Speed and memory of lpd at true size, random weights.")
     p.add_argument("--scale", default="sd35_medium", choices=sorted(SCALES))
     p.add_argument("--sizes", default="512,1024", help="comma-separated image sizes")
@@ -482,37 +482,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long_mode", default="compiled", choices=["eager", "compiled", "cuda_graphs"],
                    help="the transformer in --long_generation")
     p.add_argument("--encode_batches", default="", help="comma-separated: time encoding a training batch on the fly")
-    args = p.parse_args(argv)
+    return p
+
+# %% ../nbs/14_bench.ipynb #7c1e0a11
+def _bench_lists(args) -> dict:
+    "The comma-separated flags as lists; a ValueError names the flags whose values are not what they take."
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
-        train_batches = [int(s) for s in args.train_batches.split(",") if s]
-        encode_batches = [int(s) for s in args.encode_batches.split(",") if s]
+        train_batches, encode_batches = ([int(s) for s in v.split(",") if s] for v in (args.train_batches,
+                                                                                          args.encode_batches))
     except ValueError:
-        print(f"lpd-bench: error: --sizes, --train_batches and --encode_batches take comma-separated integers, got "
-              f"{args.sizes!r}, {args.train_batches!r}, {args.encode_batches!r}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--sizes, --train_batches and --encode_batches take comma-separated integers, got "
+                         f"{args.sizes!r}, {args.train_batches!r}, {args.encode_batches!r}") from None
     if (args.cuda_graphs or args.long_mode == "cuda_graphs") and resolve_device(args.device).type != "cuda":
-        print(f"lpd-bench: error: CUDA graphs need a CUDA device, not {resolve_device(args.device)}", file=sys.stderr)
-        return 2
-    setups = [s for s in args.train_setups.split(",") if s]
-    layouts = [s for s in args.layouts.split(",") if s]
+        raise ValueError(f"CUDA graphs need a CUDA device, not {resolve_device(args.device)}")
+    setups, layouts = [s for s in args.train_setups.split(",") if s], [s for s in args.layouts.split(",") if s]
     if unknown := [s for s in layouts if s not in LAYOUTS]:
-        print(f"lpd-bench: error: unknown --layouts {', '.join(unknown)}; choose from {', '.join(LAYOUTS)}",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown --layouts {', '.join(unknown)}; choose from {', '.join(LAYOUTS)}")
     if unknown := [s for s in setups if s not in TRAIN_SETUPS]:
-        print(f"lpd-bench: error: unknown --train_setups {', '.join(unknown)}; choose from {', '.join(TRAIN_SETUPS)}",
-              file=sys.stderr)
-        return 2
-    result = run_bench(args.scale, sizes, args.batch, train_batches, not args.no_compile, args.warmup, args.iters,
-                       args.device, args.dtype, args.cuda_graphs,
-                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True), train_setups=setups,
-                       fp8=args.fp8, layouts=layouts, fuse=args.fuse_qkv)
-    pipe = None
-    if args.long_generation or encode_batches:
-        device = resolve_device(args.device)
-        free_memory()
-        pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype, device))
+        raise ValueError(f"unknown --train_setups {', '.join(unknown)}; choose from {', '.join(TRAIN_SETUPS)}")
+    return {"sizes": sizes, "train_batches": train_batches, "encode_batches": encode_batches, "train_setups": setups,
+            "layouts": layouts}
+
+# %% ../nbs/14_bench.ipynb #7c1e0a13
+def _pipeline_measurements(args, result: dict, sizes: list[int], encode_batches: list[int]) -> None:
+    "Add what needs the whole pipeline to `result`: encoding a training batch on the fly, and the long generation."
+    if not (args.long_generation or encode_batches):
+        return
+    device = resolve_device(args.device)
+    free_memory()
+    pipe = build_pipeline(args.scale, device, resolve_dtype(args.dtype, device))
     for b in encode_batches:  # what a cache of encodings saves per training batch
         result["records"].append({"name": "encode on the fly", "size": sizes[0], "batch": b,
                                   **measure(encoding_step(pipe, b, sizes[0]), pipe._execution_device,
@@ -524,6 +523,21 @@ def main(argv: list[str] | None = None) -> int:
         result["long_generation"] = {"mode": args.long_mode, "compile_s": round(compiled, 2) if compiled else None,
                                      **long_generation(pipe, args.long_generation, args.long_batch,
                                                        size=args.long_size)}
+
+# %% ../nbs/14_bench.ipynb #b2cc2436
+def main(argv: list[str] | None = None) -> int:
+    "`lpd-bench [--scale sd35_medium|tiny] [--sizes 512,1024] [--no_compile] [--cuda_graphs] [--fuse_qkv] [--fp8] ...`"
+    args = build_parser().parse_args(argv)
+    try:
+        lists = _bench_lists(args)
+    except ValueError as e:
+        print(f"lpd-bench: error: {e}", file=sys.stderr)
+        return 2
+    result = run_bench(args.scale, lists["sizes"], args.batch, lists["train_batches"], not args.no_compile,
+                       args.warmup, args.iters, args.device, args.dtype, args.cuda_graphs,
+                       progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True),
+                       train_setups=lists["train_setups"], fp8=args.fp8, layouts=lists["layouts"], fuse=args.fuse_qkv)
+    _pipeline_measurements(args, result, lists["sizes"], lists["encode_batches"])
     print(table(result))
     path = write_bench({**result, "made_by": provenance("lpd-bench", argv)}, args.output_dir)
     if "long_generation" in result:
