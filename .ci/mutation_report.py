@@ -4,6 +4,7 @@ Usage: python .ci/mutation_report.py [MODULE ...]   (default: every module mutmu
 Each report gives the command, the commit, the counts by status and every survivor's one-line diff, with the reason
 it is equivalent (`.ci/mutation_equivalent.json`, or a docstring's text) or "not killed yet".
 """
+import ast
 import json
 import subprocess
 import sys
@@ -30,6 +31,22 @@ def is_docstring(diff: str) -> bool:
     return old.startswith('"') and old.endswith('"') and not old.startswith('f"')
 
 
+def is_help_text(diff: str) -> bool:
+    "A mutant of the words of a `help=` or `description=` string (--help's text): the parsed values are the same."
+    def blanked(code: str) -> str | None:
+        try:
+            tree = ast.parse(code.strip().rstrip(","))
+        except SyntaxError:
+            return None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg in ("help", "description") \
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                node.value = ast.Constant("")
+        return ast.dump(tree)
+    old, new = (side.strip("`") for side in diff.split("` -> `"))
+    return old != new and blanked(old) is not None and blanked(old) == blanked(new)
+
+
 def report(module: str) -> Path:
     reasons = json.loads((ROOT / ".ci" / "mutation_equivalent.json").read_text())
     meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
@@ -44,8 +61,8 @@ def report(module: str) -> Path:
              "| status | mutants |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     survivors = {name: one_line_diff(name) for name, s in sorted(status.items()) if s == "survived"}
-    why = {name: "docstring text" if is_docstring(diff) else reasons.get(name, "**not killed yet**")
-           for name, diff in survivors.items()}
+    why = {name: "docstring text" if is_docstring(diff) else "help text" if is_help_text(diff)
+           else reasons.get(name, "**not killed yet**") for name, diff in survivors.items()}
     equivalent = sum(1 for reason in why.values() if reason != "**not killed yet**")
     score = counts["killed"] / checked if checked else float("nan")
     kept = counts["killed"] / (checked - equivalent) if checked > equivalent else float("nan")

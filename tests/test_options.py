@@ -20,7 +20,6 @@ UNSET = {
                   "which tests/test_train_options.py pins",
     "--dataset_config_name": "hub datasets only: the config name given to datasets.load_dataset",
     "--set_grads_to_none": "memory only: a zeroed and a freed gradient give the same next step",
-    "--fuse_qkv": "speed only: fused weights render what plain ones do; the fusion itself is tests/test_gpu.py's",
     "mu": "diffusers' own argument (the resolution-dependent shift), passed to its retrieve_timesteps as it is",
 }
 
