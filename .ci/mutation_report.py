@@ -31,20 +31,35 @@ def is_docstring(diff: str) -> bool:
     return old.startswith('"') and old.endswith('"') and not old.startswith('f"')
 
 
+def _call_shape(code: str, blank_text: bool) -> str | None:
+    "The parsed line with `default=None` dropped and (if `blank_text`) help/description text blanked; None: no parse."
+    try:
+        tree = ast.parse(code.strip().rstrip(","))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if not (k.arg == "default" and isinstance(k.value, ast.Constant)
+                                                              and k.value.value is None)]
+            if blank_text:
+                node.keywords = [k for k in node.keywords if k.arg != "description"]
+                for k in node.keywords:
+                    if k.arg == "help" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str):
+                        k.value = ast.Constant("")
+    return ast.dump(tree)
+
+
 def is_help_text(diff: str) -> bool:
-    "A mutant of the words of a `help=` or `description=` string (--help's text): the parsed values are the same."
-    def blanked(code: str) -> str | None:
-        try:
-            tree = ast.parse(code.strip().rstrip(","))
-        except SyntaxError:
-            return None
-        for node in ast.walk(tree):
-            if isinstance(node, ast.keyword) and node.arg in ("help", "description") \
-                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                node.value = ast.Constant("")
-        return ast.dump(tree)
+    "A mutant of the words of a `help=` string or of the parser's `description` (--help's text), nothing else."
     old, new = (side.strip("`") for side in diff.split("` -> `"))
-    return old != new and blanked(old) is not None and blanked(old) == blanked(new)
+    return _call_shape(old, True) is not None and _call_shape(old, True) == _call_shape(new, True) \
+        and _call_shape(old, False) != _call_shape(new, False)
+
+
+def drops_default_none(diff: str) -> bool:
+    "A mutant that drops an argument's `default=None`: argparse's default is None."
+    old, new = (side.strip("`") for side in diff.split("` -> `"))
+    return old != new and _call_shape(old, False) is not None and _call_shape(old, False) == _call_shape(new, False)
 
 
 def report(module: str) -> Path:
@@ -62,6 +77,7 @@ def report(module: str) -> Path:
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     survivors = {name: one_line_diff(name) for name, s in sorted(status.items()) if s == "survived"}
     why = {name: "docstring text" if is_docstring(diff) else "help text" if is_help_text(diff)
+           else "argparse's default is None" if drops_default_none(diff)
            else reasons.get(name, "**not killed yet**") for name, diff in survivors.items()}
     equivalent = sum(1 for reason in why.values() if reason != "**not killed yet**")
     score = counts["killed"] / checked if checked else float("nan")
