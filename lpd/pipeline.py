@@ -29,8 +29,8 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
            'composition_kwargs', 'compose_noise_pred', 'needs_unconditional', 'check_composition_settings',
            'flag_settings', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'DecomposeInputsMixin',
-           'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline',
-           'text_composer']
+           'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'DecomposeLoopMixin', 'PromptDecomposePipeline',
+           'model_facts', 'load_pipeline', 'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -426,9 +426,61 @@ class DecomposeRendersMixin:
         components = [self(components=[k], **common).images for k in range(K)]
         return DecomposeOutput(composite=composite, components=components)
 
+# %% ../nbs/04_pipeline.ipynb #7c1e0a60
+class DecomposeLoopMixin:
+    "The denoising loop: the timesteps, every step's transformer rows composed into one prediction, the decode."
+
+    def _denoise(self, latents, timesteps, embeds, pooled, mask, shared: bool, guidance_scale: float,
+                 composition: str, component_weights, negative_every: int, negative_every_start: float,
+                 transformer_batch_size: int | None):
+        "Each step: the (G, K, B) rows' predictions, or with `shared` K + 1 rows (K between unconditional passes)."
+        K, B = (embeds.shape[1] - 1 if shared else embeds.shape[1]), embeds.shape[2]
+        rows = None if mask is None else torch.cat([mask.new_ones(1, B), mask]) if shared else mask
+        weights = None if component_weights is None else torch.tensor(component_weights, device=latents.device)
+        first = round(negative_every_start * len(timesteps))  # steps with every unconditional pass, then 1 in n
+        predict = partial(predict_components, self.transformer, batch_size=transformer_batch_size)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if shared and i > first and (i - first) % negative_every:  # K rows: the last unconditional stands
+                    cond = predict(latents, t, embeds[:, 1:], pooled[:, 1:], mask=mask)[0]
+                else:
+                    noise_pred = predict(latents, t, embeds, pooled, mask=rows)  # (G, K, B, C, h, w)
+                    if shared:  # kept for the steps between (cuda_graphs returns copies, not its buffers)
+                        uncond, cond = noise_pred[0, :1], noise_pred[0, 1:]
+                if shared:  # (2, K, ...): the one unconditional prediction serves every component
+                    noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
+                noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights, composition, mask)
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                progress_bar.update()
+        return latents
+
+    # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (step 5)
+    def _timesteps(self, num_inference_steps, sigmas, latents, mu, device):
+        scheduler_kwargs = {}
+        if self.scheduler.config.get("use_dynamic_shifting", None) and mu is None:
+            image_seq_len = (latents.shape[2] // self.patch_size) * (latents.shape[3] // self.patch_size)
+            config = self.scheduler.config
+            mu = calculate_shift(image_seq_len, config.get("base_image_seq_len", 256),
+                                 config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                 config.get("max_shift", 1.16))
+        if mu is not None:
+            scheduler_kwargs["mu"] = mu
+        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas,
+                                          **scheduler_kwargs)
+        self._num_timesteps = len(timesteps)
+        return timesteps
+
+    # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (decode)
+    def _decode(self, latents, output_type):
+        if output_type == "latent":
+            return latents
+        latents = (latents / self.vae.config.scaling_factor) + self.vae.config.shift_factor
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        return self.image_processor.postprocess(image, output_type=output_type)
+
 # %% ../nbs/04_pipeline.ipynb #aea4c24b
-class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, DecomposeRendersMixin,
-                              StableDiffusion3Pipeline):
+class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, DecomposeLoopMixin,
+                              DecomposeRendersMixin, StableDiffusion3Pipeline):
     r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are composed.
 
     Components are those of [`StableDiffusion3Pipeline`] plus `decomposer` ([`~lpd.decomposer.PromptDecomposer`]),
@@ -534,8 +586,7 @@ class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, Decomp
                                             components, num_images_per_prompt, max_sequence_length, clip_skip,
                                             sub_prompts, negative_branch, component_clip)
         shared = negative_branch == "shared" and self.do_classifier_free_guidance
-        K, B = (embeds.shape[1] - 1 if shared else embeds.shape[1]), embeds.shape[2]
-        rows = None if mask is None else torch.cat([mask.new_ones(1, B), mask]) if shared else mask
+        B = embeds.shape[2]
 
         # 4. Prepare latent variables
         latents = self.prepare_latents(B, self.transformer.config.in_channels, height, width,
@@ -545,51 +596,13 @@ class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, Decomp
         timesteps = self._timesteps(num_inference_steps, sigmas, latents, mu, device)
 
         # 6. Denoising loop: G*K*B transformer rows per step (in chunks of transformer_batch_size), then composition
-        weights = None if component_weights is None else torch.tensor(component_weights, device=device)
-        first = round(negative_every_start * len(timesteps))  # steps with every unconditional pass, then 1 in n
-        predict = partial(predict_components, self.transformer, batch_size=transformer_batch_size)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if shared and i > first and (i - first) % negative_every:  # K rows: the last unconditional stands
-                    cond = predict(latents, t, embeds[:, 1:], pooled[:, 1:], mask=mask)[0]
-                else:
-                    noise_pred = predict(latents, t, embeds, pooled, mask=rows)  # (G, K, B, C, h, w)
-                    if shared:  # kept for the steps between (cuda_graphs returns copies, not its buffers)
-                        uncond, cond = noise_pred[0, :1], noise_pred[0, 1:]
-                if shared:  # (2, K, ...): the one unconditional prediction serves every component
-                    noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
-                noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights, composition, mask)
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-                progress_bar.update()
+        latents = self._denoise(latents, timesteps, embeds, pooled, mask, shared, guidance_scale, composition,
+                                component_weights, negative_every, negative_every_start, transformer_batch_size)
 
         # 7. Decode
         image = self._decode(latents, output_type)
         self.maybe_free_model_hooks()
         return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
-
-    # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (step 5)
-    def _timesteps(self, num_inference_steps, sigmas, latents, mu, device):
-        scheduler_kwargs = {}
-        if self.scheduler.config.get("use_dynamic_shifting", None) and mu is None:
-            image_seq_len = (latents.shape[2] // self.patch_size) * (latents.shape[3] // self.patch_size)
-            config = self.scheduler.config
-            mu = calculate_shift(image_seq_len, config.get("base_image_seq_len", 256),
-                                 config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                 config.get("max_shift", 1.16))
-        if mu is not None:
-            scheduler_kwargs["mu"] = mu
-        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas,
-                                          **scheduler_kwargs)
-        self._num_timesteps = len(timesteps)
-        return timesteps
-
-    # Adapted from diffusers 0.42.1: pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py::__call__ (decode)
-    def _decode(self, latents, output_type):
-        if output_type == "latent":
-            return latents
-        latents = (latents / self.vae.config.scaling_factor) + self.vae.config.shift_factor
-        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
-        return self.image_processor.postprocess(image, output_type=output_type)
 
 # %% ../nbs/04_pipeline.ipynb #2ab7cf80
 def model_facts(model: str | os.PathLike, **hub_kwargs) -> dict:
