@@ -2,10 +2,11 @@
 
 Usage: python .ci/mutation_report.py [MODULE ...]   (default: every module mutmut has results for)
 Each report gives the command, the commit, the counts by status and every survivor's one-line diff, with the reason
-it is equivalent (`.ci/mutation_equivalent.json`, or a docstring's text) or "not killed yet".
+it is equivalent (`.ci/mutation_equivalent.json`, or text only: a docstring, --help's words) or "not killed yet".
 """
 import ast
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -25,41 +26,42 @@ def one_line_diff(name: str) -> str:
     return f"`{' '.join(old)}` -> `{' '.join(new)}`"
 
 
-def is_docstring(diff: str) -> bool:
-    "A mutant of a one-line docstring (or another bare string statement): no behaviour changes."
-    old = diff.split("` -> `")[0].strip("`")
-    return old.startswith('"') and old.endswith('"') and not old.startswith('f"')
+TEXT_KEYWORDS = ("help", "description", "metavar")  # what --help shows; the parsed values do not depend on them
 
 
-def _call_shape(code: str, blank_text: bool) -> str | None:
-    "The parsed line with `default=None` dropped and (if `blank_text`) help/description text blanked; None: no parse."
-    try:
-        tree = ast.parse(code.strip().rstrip(","))
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
+def _functions(module: str) -> dict[str, ast.FunctionDef]:
+    "Every function of mutmut's copy of the module (each mutant and each original), by name."
+    tree = ast.parse((ROOT / "mutants" / "lpd" / f"{module}.py").read_text())
+    return {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+
+
+def _shape(fn: ast.FunctionDef, text: bool, default_none: bool) -> str:
+    "The function without docstrings (and, if asked, without --help's text or `default=None`), as a string."
+    fn = ast.parse(ast.unparse(fn)).body[0]
+    fn.name = "f"
+    for node in ast.walk(fn):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
         if isinstance(node, ast.Call):
-            node.keywords = [k for k in node.keywords if not (k.arg == "default" and isinstance(k.value, ast.Constant)
-                                                              and k.value.value is None)]
-            if blank_text:
-                node.keywords = [k for k in node.keywords if k.arg != "description"]
-                for k in node.keywords:
-                    if k.arg == "help" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str):
-                        k.value = ast.Constant("")
-    return ast.dump(tree)
+            node.keywords = [k for k in node.keywords if not (text and k.arg in TEXT_KEYWORDS) and not (
+                default_none and k.arg == "default" and isinstance(k.value, ast.Constant) and k.value.value is None)]
+    return ast.dump(fn)
 
 
-def is_help_text(diff: str) -> bool:
-    "A mutant of the words of a `help=` string or of the parser's `description` (--help's text), nothing else."
-    old, new = (side.strip("`") for side in diff.split("` -> `"))
-    return _call_shape(old, True) is not None and _call_shape(old, True) == _call_shape(new, True) \
-        and _call_shape(old, False) != _call_shape(new, False)
-
-
-def drops_default_none(diff: str) -> bool:
-    "A mutant that drops an argument's `default=None`: argparse's default is None."
-    old, new = (side.strip("`") for side in diff.split("` -> `"))
-    return old != new and _call_shape(old, False) is not None and _call_shape(old, False) == _call_shape(new, False)
+def text_only(name: str, functions: dict[str, ast.FunctionDef]) -> str | None:
+    """Why a mutant changes no behaviour, when it changes only a docstring, --help's text (help, description,
+    metavar) or drops a `default=None` (argparse's own default); None otherwise."""
+    short = name.split(".", 2)[-1]
+    mutant, orig = functions.get(short), functions.get(re.sub(r"__mutmut_\d+$", "__mutmut_orig", short))
+    if mutant is None or orig is None:
+        return None
+    for reason, text, default_none in (("docstring text", False, False), ("help text", True, False),
+                                       ("argparse's default is None", True, True)):
+        if _shape(mutant, text, default_none) == _shape(orig, text, default_none):
+            return reason
+    return None
 
 
 def report(module: str) -> Path:
@@ -76,9 +78,8 @@ def report(module: str) -> Path:
              "| status | mutants |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     survivors = {name: one_line_diff(name) for name, s in sorted(status.items()) if s == "survived"}
-    why = {name: "docstring text" if is_docstring(diff) else "help text" if is_help_text(diff)
-           else "argparse's default is None" if drops_default_none(diff)
-           else reasons.get(name, "**not killed yet**") for name, diff in survivors.items()}
+    functions = _functions(module)
+    why = {name: text_only(name, functions) or reasons.get(name, "**not killed yet**") for name in survivors}
     equivalent = sum(1 for reason in why.values() if reason != "**not killed yet**")
     score = counts["killed"] / checked if checked else float("nan")
     kept = counts["killed"] / (checked - equivalent) if checked > equivalent else float("nan")
