@@ -24,7 +24,8 @@ def pytest_collection_modifyitems(items):
     from test_notebooks import NOTEBOOKS
 
     order = [n if isinstance(n, str) else n.values[0] for n in NOTEBOOKS]
-    at = [i for i, item in enumerate(items) if item.originalname == "test_notebook_tests_pass_on_the_package"]
+    at = [i for i, item in enumerate(items)
+          if getattr(item, "originalname", None) == "test_notebook_tests_pass_on_the_package"]
     ranked = sorted((items[i] for i in at), key=lambda item: order.index(item.callspec.params["name"]))
     for i, item in zip(at, ranked):
         items[i] = item
