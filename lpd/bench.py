@@ -186,7 +186,8 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
     opt = build_optimizer(TrainConfig(learning_rate=1e-5, **settings), dec.parameters())
     tf.enable_gradient_checkpointing() if checkpointing else tf.disable_gradient_checkpointing()
     x = _training_inputs(m, size, batch, dec.config.num_tokens, device, dtype)
-    enc, empty, latents, noise, sigmas, timesteps = x.values()
+    enc, empty, latents, noise, sigmas, timesteps = (x[k] for k in ("enc", "empty", "latents", "noise", "sigmas",
+                                                                  "timesteps"))
     if settings.get("route_targets"):  # each sentence's T5 states; the sentences in K blocks, in order
         K, L, D = dec.config.num_components, SPLIT_SETTINGS["sub_prompt_length"], tf.config.joint_attention_dim
         states = torch.randn(batch * SENTENCES, L, D, device=device, dtype=dtype)
