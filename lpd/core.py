@@ -23,8 +23,8 @@ import torch
 
 # %% auto #0
 __all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'seed_everything',
-           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'env_info', 'provenance', 'as_argv',
-           'quiet_library_noise']
+           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'error_message', 'env_info',
+           'provenance', 'as_argv', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
 def repo_root() -> Path:
@@ -113,6 +113,14 @@ def save_json(obj, path: str | Path) -> Path:
 def running_as_script(name: str) -> bool:
     "True for `python -m lpd.<module>`, False when a notebook kernel runs the module's cells."
     return name == "__main__" and not hasattr(builtins, "get_ipython")  # IPython/execnb define it while running cells
+
+# %% ../nbs/00_core.ipynb #a08bc1f6
+def error_message(f, *args, exc: type[BaseException] = ValueError, **kwargs) -> str | None:
+    "The message of the `exc` that `f(*args, **kwargs)` raises; None when it raises none."
+    try:
+        f(*args, **kwargs)
+    except exc as e:
+        return str(e)
 
 # %% ../nbs/00_core.ipynb #87077995
 _PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "datasets", "papermill", "lpd")
