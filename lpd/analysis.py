@@ -14,7 +14,7 @@ import PIL.ImageFont
 import torch
 
 # %% auto #0
-__all__ = ['contact_sheet', 'word_attention', 'top_words', 'analyse_decomposition']
+__all__ = ['contact_sheet', 'word_starts', 'word_attention', 'top_words', 'analyse_decomposition']
 
 # %% ../nbs/04a_analysis.ipynb #205491db
 def contact_sheet(
@@ -46,17 +46,22 @@ def contact_sheet(
         draw.text((pad, pad + rows * cell_h + j * line_h), line, fill="black", font=font)
     return sheet
 
-# %% ../nbs/04a_analysis.ipynb #470ace5e
-def word_attention(tokenizer, prompt: str, token_scores: np.ndarray) -> tuple[list[str], np.ndarray]:
-    "Gather per-token scores `(K, T)` into the prompt's whitespace words: `(words, (K, W))`."
-    enc = tokenizer(prompt, return_offsets_mapping=True, truncation=True, max_length=token_scores.shape[1])
+# %% ../nbs/04a_analysis.ipynb #5751d84d
+def word_starts(prompt: str) -> tuple[list[str], np.ndarray]:
+    "The whitespace words of `prompt` and the character at which each starts."
     words, starts, pos = [], [], 0
     for w in prompt.split():
         start = prompt.index(w, pos)
         words.append(w)
         starts.append(start)
         pos = start + len(w)
-    starts = np.array(starts)
+    return words, np.array(starts)
+
+# %% ../nbs/04a_analysis.ipynb #470ace5e
+def word_attention(tokenizer, prompt: str, token_scores: np.ndarray) -> tuple[list[str], np.ndarray]:
+    "Gather per-token scores `(K, T)` into the prompt's whitespace words: `(words, (K, W))`."
+    enc = tokenizer(prompt, return_offsets_mapping=True, truncation=True, max_length=token_scores.shape[1])
+    words, starts = word_starts(prompt)
     out = np.zeros((token_scores.shape[0], len(words)))
     for t, (a, b) in enumerate(enc["offset_mapping"]):
         if b > a and t < token_scores.shape[1]:

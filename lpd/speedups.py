@@ -11,7 +11,8 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 # %% auto #0
-__all__ = ['compile_blocks', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs', 'cuda_graphs']
+__all__ = ['compile_blocks', 'check_fp8_device', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs',
+           'cuda_graphs']
 
 # %% ../nbs/04b_speedups.ipynb #e67d0007
 def compile_blocks(transformer, mode: str = "default") -> float:
@@ -24,13 +25,17 @@ def compile_blocks(transformer, mode: str = "default") -> float:
         block.compile(dynamic=False, mode=mode)
     return time.perf_counter() - t0
 
-# %% ../nbs/04b_speedups.ipynb #9f587af7
-def fp8_blocks(transformer) -> int:
-    "fp8 matmuls in the transformer blocks' linear layers (torchao's dynamic float8, per-row scales), in place."
-    device = transformer.device
+# %% ../nbs/04b_speedups.ipynb #7117a792
+def check_fp8_device(device: torch.device) -> None:
+    "`ValueError` naming `device` unless it is a GPU with fp8 tensor cores (compute capability 8.9 or later)."
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         raise ValueError(f"fp8 matmuls need a GPU with fp8 tensor cores (H100, L4, RTX 40xx or later), not {name}")
+
+# %% ../nbs/04b_speedups.ipynb #9f587af7
+def fp8_blocks(transformer) -> int:
+    "fp8 matmuls in the transformer blocks' linear layers (torchao's dynamic float8, per-row scales), in place."
+    check_fp8_device(transformer.device)
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
     except ImportError as e:
