@@ -1,9 +1,10 @@
 """Write reports/mutation/<module>.md from mutmut's results in mutants/ (after `make mutate`).
 
-Usage: python .ci/mutation_report.py [MODULE ...]   (default: every module mutmut has results for)
+Usage: python .ci/mutation_report.py [MODULE ...] [--skip NOTEBOOKS]   (default: every module mutmut has results for)
 Each report gives the command, the commit, the counts by status and every survivor's one-line diff, with the reason
 it is equivalent (`.ci/mutation_equivalent.json`, or text only: a docstring, --help's words) or "not killed yet".
 """
+import argparse
 import ast
 import json
 import re
@@ -64,7 +65,7 @@ def text_only(name: str, functions: dict[str, ast.FunctionDef]) -> str | None:
     return None
 
 
-def report(module: str) -> Path:
+def report(module: str, skip: str = "") -> Path:
     reasons = json.loads((ROOT / ".ci" / "mutation_equivalent.json").read_text())
     meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
     status = {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
@@ -72,9 +73,11 @@ def report(module: str) -> Path:
     checked = sum(counts[s] for s in ("killed", "survived", "timeout", "suspicious", "segfault"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    command = f"make mutate MODULE={module}" + (f" SKIP={skip}" if skip else "")
+    tests = "`tests/test_notebooks.py`, the notebook's own tests run against the package" + (
+        f", without {skip}'s (a lower bound: those tests could only kill more)" if skip else "")
     lines = [f"# Mutation testing of `lpd/{module}.py`", "",
-             f"Command: `make mutate MODULE={module}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.",
-             "Tests: `tests/test_notebooks.py`, the notebook's own tests run against the package.", "",
+             f"Command: `{command}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.", f"Tests: {tests}.", "",
              "| status | mutants |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     survivors = {name: one_line_diff(name) for name, s in sorted(status.items()) if s == "survived"}
@@ -101,6 +104,10 @@ def report(module: str) -> Path:
 
 
 if __name__ == "__main__":
-    modules = sys.argv[1:] or sorted(p.name[:-len(".py.meta")] for p in (ROOT / "mutants" / "lpd").glob("*.py.meta"))
-    for module in modules:
-        report(module)
+    parser = argparse.ArgumentParser(description="reports/mutation/<module>.md from mutmut's results")
+    parser.add_argument("modules", nargs="*", help="default: every module mutmut has results for")
+    parser.add_argument("--skip", default="", help="the notebooks `make mutate SKIP=...` left out")
+    args = parser.parse_args()
+    ran = sorted(p.name[:-len(".py.meta")] for p in (ROOT / "mutants" / "lpd").glob("*.py.meta"))
+    for module in args.modules or ran:
+        report(module, args.skip)
