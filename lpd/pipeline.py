@@ -434,8 +434,7 @@ class DecomposeLoopMixin:
                  composition: str, component_weights, negative_every: int, negative_every_start: float,
                  transformer_batch_size: int | None):
         "Each step: the (G, K, B) rows' predictions, or with `shared` K + 1 rows (K between unconditional passes)."
-        K, B = (embeds.shape[1] - 1 if shared else embeds.shape[1]), embeds.shape[2]
-        rows = None if mask is None else torch.cat([mask.new_ones(1, B), mask]) if shared else mask
+        rows = None if mask is None else torch.cat([mask.new_ones(1, mask.shape[1]), mask]) if shared else mask
         weights = None if component_weights is None else torch.tensor(component_weights, device=latents.device)
         first = round(negative_every_start * len(timesteps))  # steps with every unconditional pass, then 1 in n
         predict = partial(predict_components, self.transformer, batch_size=transformer_batch_size)
@@ -448,7 +447,7 @@ class DecomposeLoopMixin:
                     if shared:  # kept for the steps between (cuda_graphs returns copies, not its buffers)
                         uncond, cond = noise_pred[0, :1], noise_pred[0, 1:]
                 if shared:  # (2, K, ...): the one unconditional prediction serves every component
-                    noise_pred = torch.stack([uncond.expand(K, *uncond.shape[1:]), cond])
+                    noise_pred = torch.stack([uncond.expand_as(cond), cond])
                 noise_pred = compose_noise_pred(noise_pred, guidance_scale, weights, composition, mask)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 progress_bar.update()
