@@ -16,8 +16,6 @@ from lpd.core import repo_root
 from lpd.pipeline import PromptDecomposePipeline
 
 UNSET = {
-    "--revision": "hub downloads only, and no machine here reaches the hub: passed to from_pretrained with --variant, "
-                  "which tests/test_train_options.py pins",
     "--dataset_config_name": "hub datasets only: the config name given to datasets.load_dataset",
     "--set_grads_to_none": "memory only: a zeroed and a freed gradient give the same next step",
     "mu": "diffusers' own argument (the resolution-dependent shift), passed to its retrieve_timesteps as it is",
