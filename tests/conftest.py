@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
     """The notebook tests run in `NOTEBOOKS`' order, fastest first, whatever order their ids came in. mutmut passes a
     mutant's tests as a set; with its `-x`, a mutant 04_pipeline kills then stops there instead of after 07_train.
     `LPD_MUTATE_SKIP=07_train` (`make mutate SKIP=07_train`) leaves the named notebooks' tests out of the run."""
-    from test_notebooks import NOTEBOOKS
+    from test_notebooks import NAMES
 
     skip = set(os.environ.get("LPD_MUTATE_SKIP", "").replace(",", " ").split())
     if skip:
@@ -30,10 +30,9 @@ def pytest_collection_modifyitems(config, items):
                     and item.callspec.params.get("name") in skip]
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]
-    order = [n if isinstance(n, str) else n.values[0] for n in NOTEBOOKS]
     at = [i for i, item in enumerate(items)
           if getattr(item, "originalname", None) == "test_notebook_tests_pass_on_the_package"]
-    ranked = sorted((items[i] for i in at), key=lambda item: order.index(item.callspec.params["name"]))
+    ranked = sorted((items[i] for i in at), key=lambda item: NAMES.index(item.callspec.params["name"]))
     for i, item in zip(at, ranked):
         items[i] = item
 

@@ -56,29 +56,30 @@ def test_notebook_tests_pass_on_the_package(name):
     run_against_package(name)
 
 
-def test_notebook_tests_run_fastest_first_whatever_order_they_are_named_in(monkeypatch):
-    "mutmut names a mutant's tests as a set; conftest puts them back in `NOTEBOOKS`' order (with `-x`: cheapest first)"
+NAMES = [n if isinstance(n, str) else n.values[0] for n in NOTEBOOKS]  # the names, without pytest.param
+
+
+def collected(*args) -> list[str]:
+    "The notebook names a collection-only pytest run of `args` gives, in the order the tests would run."
     class Collected:
         def pytest_collection_finish(self, session):
             self.names = [item.callspec.params["name"] for item in session.items]
 
+    plugin = Collected()
+    assert pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args], plugins=[plugin]) == 0
+    return plugin.names
+
+
+def test_notebook_tests_run_fastest_first_whatever_order_they_are_named_in(monkeypatch):
+    "mutmut names a mutant's tests as a set; conftest puts them back in `NOTEBOOKS`' order (with `-x`: cheapest first)"
     monkeypatch.delenv("LPD_MUTATE_SKIP", raising=False)
     named = ["07_train", "06d_evaluate", "04_pipeline", "01_decomposer"]
-    collected = Collected()
     ids = [f"{__file__}::test_notebook_tests_pass_on_the_package[{n}]" for n in named]
-    assert pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *ids], plugins=[collected]) == 0
-    assert collected.names == ["01_decomposer", "06d_evaluate", "04_pipeline", "07_train"]
+    assert collected(*ids) == ["01_decomposer", "06d_evaluate", "04_pipeline", "07_train"]
 
 
 def test_a_mutation_run_can_leave_named_notebooks_out(monkeypatch):
     "`LPD_MUTATE_SKIP` (make mutate SKIP=...) deselects those notebooks' tests, and only those."
-    class Collected:
-        def pytest_collection_finish(self, session):
-            self.names = [item.callspec.params["name"] for item in session.items]
-
     monkeypatch.setenv("LPD_MUTATE_SKIP", "07_train,03_text")
-    collected = Collected()
-    assert pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
-                        f"{__file__}::test_notebook_tests_pass_on_the_package"], plugins=[collected]) == 0
-    names = [n if isinstance(n, str) else n.values[0] for n in NOTEBOOKS]
-    assert collected.names == [n for n in names if n not in ("07_train", "03_text")]
+    assert collected("-m", "slow or not slow", f"{__file__}::test_notebook_tests_pass_on_the_package") == [
+        n for n in NAMES if n not in ("07_train", "03_text")]
