@@ -18,7 +18,6 @@ from lpd.pipeline import PromptDecomposePipeline
 UNSET = {
     "--dataset_config_name": "hub datasets only: the config name given to datasets.load_dataset",
     "--set_grads_to_none": "memory only: a zeroed and a freed gradient give the same next step",
-    "mu": "diffusers' own argument (the resolution-dependent shift), passed to its retrieve_timesteps as it is",
 }
 
 
