@@ -154,6 +154,32 @@ def test_variant_loads_that_variants_weights(tiny_dir, tmp_path):
     assert not torch.equal(got[None][name], weights[name])
 
 
+class Loaded(Exception):
+    "Raised by the recording loader below once it has seen its arguments: no model needs to load."
+
+
+@pytest.mark.parametrize("command", ["lpd-train", "lpd-cache"])
+def test_hub_flags_reach_the_model_loader(monkeypatch, command):
+    "--revision, --variant, --cache_dir reach load_pipeline as typed (04_pipeline follows them into diffusers)."
+    seen = {}
+
+    def record(model, *args, **kwargs):
+        seen.update(kwargs, model=model)
+        raise Loaded
+
+    monkeypatch.setattr(lpd.train, "load_pipeline", record)
+    hub = ["--pretrained_model_name_or_path", "org/sd35", "--revision", "r1", "--variant", "fp16", "--cache_dir",
+           "/hub-cache"]
+    with pytest.raises(Loaded):
+        if command == "lpd-train":
+            load_frozen(parse_args(hub), SimpleNamespace(mixed_precision="no", device=torch.device("cpu")))
+        else:
+            lpd.train.cache_encodings("unused", hub + ["--dataset_name", str(FIXTURE), "--image_root", str(FIXTURE)],
+                                      device="cpu")
+    assert {k: seen[k] for k in ("model", "revision", "variant", "cache_dir")} == {
+        "model": "org/sd35", "revision": "r1", "variant": "fp16", "cache_dir": "/hub-cache"}
+
+
 def test_ignored_flags_warn_in_one_line(caplog):
     with caplog.at_level(logging.WARNING, logger="lpd"):
         lpd.train._warn_ignored(parse_args([]))
