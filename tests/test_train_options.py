@@ -180,6 +180,23 @@ def test_hub_flags_reach_the_model_loader(monkeypatch, command):
         "model": "org/sd35", "revision": "r1", "variant": "fp16", "cache_dir": "/hub-cache"}
 
 
+def test_hub_dataset_flags_reach_the_dataset_loader(monkeypatch, tmp_path):
+    "--dataset_config_name, --dataset_split, --cache_dir, --no_streaming reach load_caption_rows (06_data follows it)."
+    seen = []
+
+    def record(name, **kwargs):
+        seen.append((name, kwargs))
+        raise Loaded
+
+    monkeypatch.setattr(lpd.train, "load_caption_rows", record)
+    with pytest.raises(Loaded):
+        caption_dataset(parse_args(["--dataset_name", "org/captions", "--dataset_config_name", "cfg", "--image_root",
+                                    str(tmp_path), "--dataset_split", "validation", "--cache_dir", "/hub-cache",
+                                    "--no_streaming"]))
+    assert seen == [("org/captions", dict(streaming=False, split="validation", config_name="cfg",
+                                          cache_dir="/hub-cache"))]
+
+
 def test_ignored_flags_warn_in_one_line(caplog):
     with caplog.at_level(logging.WARNING, logger="lpd"):
         lpd.train._warn_ignored(parse_args([]))
@@ -305,3 +322,17 @@ def test_max_grad_norm_clips_the_gradient_before_the_step(tmp_path, tiny_dir, ma
     start, end = load_file(tmp_path / "init" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
     moved = max((end[k] - start[k]).abs().max().item() for k in start)
     assert moved < 1e-6 if max_grad_norm < 1e-6 else moved > 5e-4
+
+
+@pytest.mark.parametrize("to_none", [False, True])
+def test_set_grads_to_none_frees_the_gradients_after_each_step(tmp_path, tiny_dir, monkeypatch, to_none):
+    "--set_grads_to_none: after a step the decomposer's gradients are gone (None); without it they are zeros."
+    made = []
+    real = lpd.train.decomposer_from_config
+    monkeypatch.setattr(lpd.train, "decomposer_from_config", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    args = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "1",
+        "--checkpointing_steps", "100"] + (["--set_grads_to_none"] if to_none else [])
+    assert main(args) == 0
+    grads = [p.grad for p in made[0].parameters()]
+    assert all(g is None for g in grads) if to_none else all(g is not None and not g.any() for g in grads)
