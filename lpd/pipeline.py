@@ -299,7 +299,7 @@ class DecomposeEmbedsMixin:
             pooled = clip_pooled.expand(K, *clip_pooled.shape)
         embeds, pooled = [embeds], [pooled]
         if with_negative and self.do_classifier_free_guidance:  # one negative per prompt, the same for its components
-            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B), n, max_sequence_length, clip_skip)
+            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B), n, max_sequence_length)
             embeds.insert(0, neg.expand(K, *neg.shape))
             pooled.insert(0, neg_pooled.expand(K, *neg_pooled.shape))
         return torch.stack(embeds), torch.stack(pooled), mask.repeat_interleave(n, dim=1)
@@ -322,7 +322,7 @@ class DecomposeEmbedsMixin:
         if not do_classifier_free_guidance:
             return enc, None
         negatives = self._negatives(negative_prompt, 1 if isinstance(prompt, str) else len(prompt))
-        return enc, encode_long_prompt(self, negatives, num_images_per_prompt, max_sequence_length, device, clip_skip)
+        return enc, encode_long_prompt(self, negatives, num_images_per_prompt, max_sequence_length, device)
 
     def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
                            num_images_per_prompt, max_sequence_length, clip_skip, with_negative=True,
@@ -367,7 +367,7 @@ class DecomposeEmbedsMixin:
             K, B = embeds.shape[1:3]
             images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
             neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
-                                                embeds.shape[3] - self.tokenizer_max_length, clip_skip)
+                                                embeds.shape[3] - self.tokenizer_max_length)
             pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
             embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
             pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
@@ -533,7 +533,7 @@ class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, Decomp
         max_sequence_length: int = 512,
         components: list[int] | None = None,  # which components to compose; None = all (the composite)
         component_weights: list[float] | None = None,  # composition weights; None = equal
-        clip_skip: int | None = None,
+        clip_skip: int | None = None,  # CLIP layers skipped for the prompt; the negative reads all (as in stock SD3)
         mu: float | None = None,
         sub_prompts: list[list[str]] | None = None,  # per prompt, texts to compose instead of decomposing a prompt
         negative_branch: str | None = None,  # "per_component", "shared" (K+1 passes); None: shared under "sum"
