@@ -227,8 +227,14 @@ class DecomposeInputsMixin:
             K = K_all = self.decomposer.config.num_components
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
-        if isinstance(negative_prompt, list) and isinstance(prompt, list) and len(negative_prompt) != len(prompt):
-            raise ValueError(f"{len(negative_prompt)} negative prompts for {len(prompt)} prompts")
+        if isinstance(negative_prompt, list):  # one per prompt; a given encoding's rows are its prompts' images
+            prompts = (len(prompt) if isinstance(prompt, list) else
+                       len(sub_prompts) if sub_prompts is not None else None)
+            if prompts is not None and len(negative_prompt) != prompts:
+                raise ValueError(f"{len(negative_prompt)} negative prompts for {prompts} prompts")
+            if prompt_encoding is not None and prompt_encoding.t5_embeds.shape[0] % len(negative_prompt):
+                raise ValueError(f"{len(negative_prompt)} negative prompts for a prompt_encoding of "
+                                 f"{prompt_encoding.t5_embeds.shape[0]} rows: give one per prompt")
         multiple = self.vae_scale_factor * self.patch_size
         if height % multiple or width % multiple:
             raise ValueError(f"height and width must be divisible by {multiple} for this model, got {height}x{width}")
@@ -365,7 +371,8 @@ class DecomposeEmbedsMixin:
                                                      max_sequence_length, clip_skip, not shared, component_clip)
         if shared:  # the rows become [unconditional ; K components] of one branch
             K, B = embeds.shape[1:3]
-            images = num_images_per_prompt if prompt_encoding is None else 1  # a given encoding is repeated already
+            images = (num_images_per_prompt if prompt_encoding is None  # a given encoding is repeated already:
+                      else B // len(negative_prompt) if isinstance(negative_prompt, list) else 1)  # rows per prompt
             neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
                                                 embeds.shape[3] - self.tokenizer_max_length)
             pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
