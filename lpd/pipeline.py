@@ -371,8 +371,7 @@ class DecomposeEmbedsMixin:
                                                      max_sequence_length, clip_skip, not shared, component_clip)
         if shared:  # the rows become [unconditional ; K components] of one branch
             K, B = embeds.shape[1:3]
-            images = (num_images_per_prompt if prompt_encoding is None  # a given encoding is repeated already:
-                      else B // len(negative_prompt) if isinstance(negative_prompt, list) else 1)  # rows per prompt
+            images = B // len(negative_prompt) if isinstance(negative_prompt, list) else B  # rows of each negative
             neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
                                                 embeds.shape[3] - self.tokenizer_max_length)
             pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
