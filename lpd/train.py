@@ -733,14 +733,14 @@ def fit(cfg: TrainConfig) -> dict:
 # %% ../nbs/07_train.ipynb #cd3520fd
 def _train_loop(cfg, accelerator, frozen, decomposer, optimizer, lr_scheduler, stream, state, max_steps) -> list:
     "Optimizer steps until `max_steps`; logs, validates and checkpoints on the way."
-    rng = np.random.default_rng([cfg.seed or 0, accelerator.process_index, state["global_step"]])
     log_file = Path(cfg.output_dir) / "train_log.jsonl"
     history, micro = [], []
     bar = tqdm(total=max_steps, initial=state["global_step"], desc="steps",
                disable=not accelerator.is_local_main_process)
     batches, start = iter(stream), time.perf_counter()
     while state["global_step"] < max_steps:
-        batch = next(batches)
+        batch = next(batches)  # the captions dropped: drawn per (seed, process, step, micro-batch), as on a resume
+        rng = np.random.default_rng([cfg.seed or 0, accelerator.process_index, state["global_step"], len(micro)])
         captions = [c if rng.random() >= cfg.component_dropout else "" for c in batch["captions"]]
         with accelerator.accumulate(decomposer):
             losses = training_loss(frozen, decomposer, batch, cfg, captions)
