@@ -39,9 +39,11 @@ test: env check-sync
 # Reports: reports/mutation/<module>.md (counts, score, each survivor's diff and why it is equivalent); MODULE=routing
 # writes that module's only. (mutmut 3.8's own selection, `mutmut run "lpd.routing.*"`, never returns.)
 # SKIP=07_train leaves those notebooks' tests out (LPD_MUTATE_SKIP, tests/conftest.py): the score is then a lower bound.
+# SKIP=07_train#389e6c42 leaves one cell out (tests/test_notebooks.py): a cheaper first pass; rerun its survivors whole.
 mutate: env
 	OMP_NUM_THREADS=1 LPD_MUTATE_SKIP=$(SKIP) $(BIN)/mutmut run
 	$(BIN)/python .ci/mutation_report.py $(MODULE) $(if $(SKIP),--skip $(SKIP))
+	$(BIN)/python .ci/mutation_summary.py
 
 # notebooks clean and lpd/ + README.md in sync with them: nbdev_clean, nbdev_export and the README
 # export must change nothing (the nbdev CI action's checks)

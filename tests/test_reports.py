@@ -76,3 +76,15 @@ def test_the_stage_parser_notices_a_missing_stage(stage, tmp_path, monkeypatch):
     renamed.write_text(STUDY.read_text().replace(f"\n{stage})", f"\n{stage}_renamed)"))
     monkeypatch.setattr(sys.modules[__name__], "STUDY", renamed)
     assert stage not in study_stages() and f"{stage}_renamed" in study_stages()
+
+
+def test_the_mutation_table_says_what_each_module_report_says():
+    "reports/mutation/README.md is `.ci/mutation_summary.py`'s table of the reports beside it, number for number."
+    spec = importlib.util.spec_from_file_location("mutation_summary", ROOT / ".ci" / "mutation_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    assert (ROOT / "reports" / "mutation" / "README.md").read_text() == summary.summary()
+    text = (ROOT / "reports" / "mutation" / "text.md").read_text()  # the counting, on a report of its own words
+    c = summary.counts(text)
+    assert (c["killed"], c["checked"]) == tuple(map(int, re.search(r"(\d+) killed of (\d+)", text).groups()))
+    assert c["docstrings"] == text.count("(docstring text)\n") and c["survivors"] == text.count("\n- `lpd.text.")
