@@ -7,6 +7,7 @@ skipped, so a change made in `lpd/` that those tests would notice fails here. Th
 """
 import importlib
 import os
+import sys
 
 import pytest
 from execnb.shell import CaptureShell
@@ -97,3 +98,20 @@ def test_mutate_skip_names_cells_of_one_notebook(monkeypatch):
     monkeypatch.setenv("LPD_MUTATE_SKIP", "03_text,07_train#389e6c42 07_train#5e0f5d42,06_data#389e6c43")
     assert cells_left_out("07_train") == {"389e6c42", "5e0f5d42"}
     assert cells_left_out("03_text") == set()
+
+
+def test_a_cell_left_out_does_not_run(tmp_path, monkeypatch):
+    "A notebook whose second cell fails passes once that cell is named, and only that notebook's cell of that id."
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("#| default_exp core", id="c0"),
+                                         nbformat.v4.new_code_cell("assert False, 'ran'", id="c1"),
+                                         nbformat.v4.new_code_cell("assert repo_root", id="c2")])  # lpd.core's names
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, tmp_path / "nbs" / "x.ipynb")
+    monkeypatch.setattr(sys.modules[__name__], "repo_root", lambda: tmp_path)
+    for skip in ("", "07_train#c1", "x#c2"):
+        monkeypatch.setenv("LPD_MUTATE_SKIP", skip)
+        with pytest.raises(AssertionError, match="x.ipynb, cell 1"):
+            run_against_package("x")
+    monkeypatch.setenv("LPD_MUTATE_SKIP", "x#c1")
+    run_against_package("x")
