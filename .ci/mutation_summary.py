@@ -32,8 +32,13 @@ def row(module: str, c: dict) -> str:
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
+def module_reports() -> dict[str, Path]:
+    "Each module's report in reports/mutation/, by module name."
+    return {p.stem: p for p in sorted(FOLDER.glob("*.md")) if p.name != "README.md"}
+
+
 def summary() -> str:
-    reports = {p.stem: counts(p.read_text()) for p in sorted(FOLDER.glob("*.md")) if p.name != "README.md"}
+    reports = {m: counts(p.read_text()) for m, p in module_reports().items()}
     return "\n".join([
         "# Mutation scores", "",
         "One row per module, from its report in this folder (written by `make mutate MODULE=<module>`, which runs "

@@ -25,9 +25,9 @@ def pytest_collection_modifyitems(config, items):
     """The notebook tests run in `NOTEBOOKS`' order, fastest first, whatever order their ids came in. mutmut passes a
     mutant's tests as a set; with its `-x`, a mutant 04_pipeline kills then stops there instead of after 07_train.
     `LPD_MUTATE_SKIP=07_train` (`make mutate SKIP=07_train`) leaves the named notebooks' tests out of the run."""
-    from test_notebooks import NAMES
+    from test_notebooks import NAMES, mutate_skip
 
-    skip = set(os.environ.get("LPD_MUTATE_SKIP", "").replace(",", " ").split())
+    skip = set(mutate_skip())
     if skip:
         left_out = [item for item in items if getattr(item, "callspec", None) is not None
                     and item.callspec.params.get("name") in skip]

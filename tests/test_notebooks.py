@@ -31,11 +31,15 @@ def skipped(cell) -> bool:
     return bool(SKIP & flags.keys()) or flags.get("eval:", [""])[0].lower() == "false"
 
 
+def mutate_skip() -> list[str]:
+    "`LPD_MUTATE_SKIP`'s entries (`make mutate SKIP=...`, comma- or space-separated): notebooks, `<nb>#<cell id>`."
+    return os.environ.get("LPD_MUTATE_SKIP", "").replace(",", " ").split()
+
+
 def cells_left_out(name: str) -> set[str]:
     """The ids of notebook `name`'s cells that `LPD_MUTATE_SKIP` names as `<name>#<cell id>`: a cheaper first pass of
     `make mutate` (what such a pass kills, the whole notebook kills too; rerun its survivors without the entries)."""
-    entries = os.environ.get("LPD_MUTATE_SKIP", "").replace(",", " ").split()
-    return {e.split("#", 1)[1] for e in entries if e.startswith(f"{name}#")}
+    return {e.split("#", 1)[1] for e in mutate_skip() if e.startswith(f"{name}#")}
 
 
 def run_against_package(name: str) -> None:
