@@ -1,5 +1,6 @@
 """What reports/ and the README promise a reader who wants to reproduce a figure: every command, stage, template and
 path they name exists, every committed result says how it was made, and reports/ holds results, not code."""
+import ast
 import importlib.util
 import json
 import re
@@ -91,3 +92,27 @@ def test_the_mutation_table_says_what_each_module_report_says():
         run = ("killed", "survived", "timeout", "suspicious", "segfault")  # what .ci/mutation_report.py counts checked
         assert c["checked"] == sum(table.get(s, 0) for s in run), module
         assert c["docstrings"] == text.count("(docstring text)\n"), module
+
+
+def test_a_mutation_report_refuses_docstring_mutants_marked_killed():
+    "No test reads a docstring: a run that kills a mutant changing only one is broken, and its report is not written."
+    pytest.importorskip("mutmut")
+    spec = importlib.util.spec_from_file_location("mutation_report", ROOT / ".ci" / "mutation_report.py")
+    mutation_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutation_report)
+    source = '''
+def x_f__mutmut_orig(a):
+    "Add one."
+    return a + 1
+def x_f__mutmut_1(a):
+    "XXAdd one.XX"
+    return a + 1
+def x_f__mutmut_2(a):
+    "Add one."
+    return a - 1
+'''
+    functions = {node.name: node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)}
+    status = {"lpd.m.x_f__mutmut_1": "killed", "lpd.m.x_f__mutmut_2": "killed"}
+    assert mutation_report.killed_docstrings(status, functions) == ["lpd.m.x_f__mutmut_1"]
+    status["lpd.m.x_f__mutmut_1"] = "survived"
+    assert mutation_report.killed_docstrings(status, functions) == []
