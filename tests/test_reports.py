@@ -79,11 +79,17 @@ def test_the_stage_parser_notices_a_missing_stage(stage, tmp_path, monkeypatch):
     assert stage not in study_stages() and f"{stage}_renamed" in study_stages()
 
 
+def ci_script(name: str):
+    "`.ci/<name>.py` as a module (the scripts are not a package)."
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_mutation_table_says_what_each_module_report_says():
     "reports/mutation/README.md is `.ci/mutation_summary.py`'s table of the reports beside it, number for number."
-    spec = importlib.util.spec_from_file_location("mutation_summary", ROOT / ".ci" / "mutation_summary.py")
-    summary = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summary)
+    summary = ci_script("mutation_summary")
     assert (ROOT / "reports" / "mutation" / "README.md").read_text() == summary.summary()
     for module, report in summary.module_reports().items():  # the counts, against each report's status table
         text = report.read_text()
@@ -97,9 +103,7 @@ def test_the_mutation_table_says_what_each_module_report_says():
 def test_a_mutation_report_refuses_docstring_mutants_marked_killed():
     "No test reads a docstring: a run that kills a mutant changing only one is broken, and its report is not written."
     pytest.importorskip("mutmut")
-    spec = importlib.util.spec_from_file_location("mutation_report", ROOT / ".ci" / "mutation_report.py")
-    mutation_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mutation_report)
+    mutation_report = ci_script("mutation_report")
     source = '''
 def x_f__mutmut_orig(a):
     "Add one."
