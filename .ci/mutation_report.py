@@ -72,7 +72,17 @@ def killed_docstrings(status: dict[str, str], functions: dict[str, ast.FunctionD
             if s == "killed" and text_only(name, functions) == "docstring text"]
 
 
-def report(module: str, skip: str = "") -> Path:
+def header(module: str, skip: str, commit: str, note: str = "") -> list[str]:
+    "The report's title, command, tests and, where given, the note on how this run's results were made."
+    command = f"make mutate MODULE={module}" + (f" SKIP={skip}" if skip else "")
+    tests = "`tests/test_notebooks.py`, the notebook's own tests run against the package" + (
+        f", without {skip}'s (a lower bound: those tests could only kill more)" if skip else "")
+    return [f"# Mutation testing of `lpd/{module}.py`", "",
+            f"Command: `{command}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.", f"Tests: {tests}.",
+            *([note] if note else []), ""]
+
+
+def report(module: str, skip: str = "", note: str = "") -> Path:
     reasons = json.loads((ROOT / ".ci" / "mutation_equivalent.json").read_text())
     meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
     status = {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
@@ -80,12 +90,7 @@ def report(module: str, skip: str = "") -> Path:
     checked = sum(counts[s] for s in ("killed", "survived", "timeout", "suspicious", "segfault"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    command = f"make mutate MODULE={module}" + (f" SKIP={skip}" if skip else "")
-    tests = "`tests/test_notebooks.py`, the notebook's own tests run against the package" + (
-        f", without {skip}'s (a lower bound: those tests could only kill more)" if skip else "")
-    lines = [f"# Mutation testing of `lpd/{module}.py`", "",
-             f"Command: `{command}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.", f"Tests: {tests}.", "",
-             "| status | mutants |", "|---|---|"]
+    lines = header(module, skip, commit, note) + ["| status | mutants |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     functions = _functions(module)
     broken = killed_docstrings(status, functions)
@@ -118,7 +123,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="reports/mutation/<module>.md from mutmut's results")
     parser.add_argument("modules", nargs="*", help="default: every module mutmut has results for")
     parser.add_argument("--skip", default="", help="the notebooks `make mutate SKIP=...` left out")
+    parser.add_argument("--note", default="", help="a paragraph under the command: where and how the results were "
+                        "made when it was not one `make mutate` (several passes, another machine)")
     args = parser.parse_args()
     ran = sorted(p.name[:-len(".py.meta")] for p in (ROOT / "mutants" / "lpd").glob("*.py.meta"))
     for module in args.modules or ran:
-        report(module, args.skip)
+        report(module, args.skip, args.note)

@@ -120,3 +120,14 @@ def x_f__mutmut_2(a):
     assert mutation_report.killed_docstrings(status, functions) == ["lpd.m.x_f__mutmut_1"]
     status["lpd.m.x_f__mutmut_1"] = "survived"
     assert mutation_report.killed_docstrings(status, functions) == []
+
+
+def test_a_mutation_report_note_stands_under_its_command_and_tests():
+    "`--note` says how results not made by one `make mutate` were made, right under the command and the tests."
+    mutation_report = ci_script("mutation_report")
+    plain = mutation_report.header("train", "04_pipeline", "abc1234")
+    assert plain[2] == ("Command: `make mutate MODULE=train SKIP=04_pipeline` (mutmut, `setup.cfg`'s `[mutmut]`), "
+                        "commit abc1234.")
+    assert plain[3].startswith("Tests: ") and "without 04_pipeline's" in plain[3] and plain[4:] == [""]
+    noted = mutation_report.header("train", "04_pipeline", "abc1234", note="Two passes.")
+    assert noted == plain[:4] + ["Two passes.", ""]
