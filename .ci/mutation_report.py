@@ -82,6 +82,20 @@ def header(module: str, skip: str, commit: str, note: str = "") -> list[str]:
             *([note] if note else []), ""]
 
 
+def progress(status: dict[str, str]) -> str:
+    "Which functions every mutant of has run, some, or none (in source order), for a report with mutants not run."
+    ran, total = Counter(), Counter()
+    for name, s in status.items():
+        function = name.rsplit("__mutmut_", 1)[0].split(".x_", 1)[1]
+        total[function] += 1
+        ran[function] += s not in ("not checked", "no tests")
+    complete = [f"`{f}`" for f in total if ran[f] == total[f]]
+    begun = [f"`{f}` ({ran[f]} of {total[f]} run)" for f in total if 0 < ran[f] < total[f]]
+    none = [f"`{f}` ({total[f]})" for f in total if ran[f] == 0]
+    return (f"Complete: {', '.join(complete) or 'none'}. Begun: {', '.join(begun) or 'none'}. "
+            f"Not run yet: {', '.join(none) or 'none'}.")
+
+
 def report(module: str, skip: str = "", note: str = "") -> Path:
     reasons = json.loads((ROOT / ".ci" / "mutation_equivalent.json").read_text())
     meta = json.loads((ROOT / "mutants" / "lpd" / f"{module}.py.meta").read_text())
@@ -109,7 +123,7 @@ def report(module: str, skip: str = "", note: str = "") -> Path:
     if waiting:
         lines += ["", f"Not in the score: {waiting} mutants not run (`not checked`; `no tests`: no test reached them "
                   "when mutmut last traced the tests, so `rm mutants/mutmut-stats.json` before `make mutate` "
-                  "retraces)."]
+                  "retraces).", "", progress(status)]
     lines += ["", "## Survivors", ""]
     lines += [f"- `{name}`: {diff} ({why[name]})" for name, diff in survivors.items()]
     out = ROOT / "reports" / "mutation" / f"{module}.md"

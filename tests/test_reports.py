@@ -131,3 +131,11 @@ def test_a_mutation_report_note_stands_under_its_command_and_tests():
     assert plain[3].startswith("Tests: ") and "without 04_pipeline's" in plain[3] and plain[4:] == [""]
     noted = mutation_report.header("train", "04_pipeline", "abc1234", note="Two passes.")
     assert noted == plain[:4] + ["Two passes.", ""]
+
+
+def test_a_partial_mutation_report_says_which_functions_ran():
+    "With mutants not run, the report names the functions run whole, begun (how far) and not begun."
+    mutation_report = ci_script("mutation_report")
+    status = {"lpd.m.x_f__mutmut_1": "killed", "lpd.m.x_f__mutmut_2": "survived", "lpd.m.x_g__mutmut_1": "killed",
+              "lpd.m.x_g__mutmut_2": "not checked", "lpd.m.x__h__mutmut_1": "no tests"}
+    assert mutation_report.progress(status) == ("Complete: `f`. Begun: `g` (1 of 2 run). Not run yet: `_h` (1).")
