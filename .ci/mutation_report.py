@@ -6,6 +6,7 @@ it is equivalent (`.ci/mutation_equivalent.json`, or text only: a docstring, --h
 """
 import argparse
 import ast
+import configparser
 import json
 import re
 import subprocess
@@ -72,11 +73,19 @@ def killed_docstrings(status: dict[str, str], functions: dict[str, ast.FunctionD
             if s == "killed" and text_only(name, functions) == "docstring text"]
 
 
+def selected_tests() -> list[str]:
+    "The test files mutmut runs: `setup.cfg`'s `[mutmut] pytest_add_cli_args_test_selection`."
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return parser["mutmut"]["pytest_add_cli_args_test_selection"].split()
+
+
 def header(module: str, skip: str, commit: str, note: str = "") -> list[str]:
     "The report's title, command, tests and, where given, the note on how this run's results were made."
     command = f"make mutate MODULE={module}" + (f" SKIP={skip}" if skip else "")
-    tests = "`tests/test_notebooks.py`, the notebook's own tests run against the package" + (
-        f", without {skip}'s (a lower bound: those tests could only kill more)" if skip else "")
+    named = {"tests/test_notebooks.py": "the notebooks' own tests run against the package"}
+    tests = "; ".join(f"`{path}`" + (f", {named[path]}" if path in named else "") for path in selected_tests()) + (
+        f"; without {skip}'s (a lower bound: those tests could only kill more)" if skip else "")
     return [f"# Mutation testing of `lpd/{module}.py`", "",
             f"Command: `{command}` (mutmut, `setup.cfg`'s `[mutmut]`), commit {commit}.", f"Tests: {tests}.",
             *([note] if note else []), ""]
