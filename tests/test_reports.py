@@ -129,7 +129,8 @@ def test_a_mutation_report_note_stands_under_its_command_and_tests():
     assert plain[2] == ("Command: `make mutate MODULE=train SKIP=04_pipeline` (mutmut, `setup.cfg`'s `[mutmut]`), "
                         "commit abc1234.")
     assert plain[3].startswith("Tests: ") and "without 04_pipeline's" in plain[3] and plain[4:] == [""]
-    assert all(f"`{path}`" in plain[3] for path in ("tests/test_notebooks.py", "tests/test_train_options.py"))
+    selection = ("tests/test_notebooks.py", "tests/test_train_options.py", "tests/test_train.py")  # setup.cfg's
+    assert all(f"`{path}`" in plain[3] for path in selection)
     noted = mutation_report.header("train", "04_pipeline", "abc1234", note="Two passes.")
     assert noted == plain[:4] + ["Two passes.", ""]
 
