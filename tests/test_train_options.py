@@ -336,3 +336,16 @@ def test_set_grads_to_none_frees_the_gradients_after_each_step(tmp_path, tiny_di
     assert main(args) == 0
     grads = [p.grad for p in made[0].parameters()]
     assert all(g is None for g in grads) if to_none else all(g is not None and not g.any() for g in grads)
+
+
+def test_scale_lr_and_the_schedule_shape_a_runs_learning_rate(tmp_path, tiny_dir):
+    """--scale_lr and --lr_scheduler reach fit's optimizer and schedule: the rates a run logs are the cosine over its
+    --max_train_steps from --learning_rate x --train_batch_size x --gradient_accumulation_steps (one process)."""
+    args = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "3",
+        "--checkpointing_steps", "100", "--learning_rate", "0.001", "--scale_lr", "--lr_scheduler", "cosine",
+        "--train_batch_size", "2", "--gradient_accumulation_steps", "2"]
+    assert main(args) == 0
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    peak = 0.001 * 2 * 2
+    assert logged == pytest.approx([peak * 0.5 * (1 + math.cos(math.pi * step / 3)) for step in (1, 2, 3)])
