@@ -40,6 +40,8 @@ test: env check-sync
 # writes that module's only. (mutmut 3.8's own selection, `mutmut run "lpd.routing.*"`, never returns.)
 # SKIP=07_train leaves those notebooks' tests out (LPD_MUTATE_SKIP, tests/conftest.py): the score is then a lower bound.
 # SKIP=07_train#389e6c42 leaves one cell out (tests/test_notebooks.py): a cheaper first pass; rerun its survivors whole.
+# setup.cfg's test files are part of mutmut's fingerprint: changing them resets every result unless
+# mutants/mutmut-stats.json is given the new one (kills stay valid with more tests; run the survivors again).
 mutate: env
 	OMP_NUM_THREADS=1 LPD_MUTATE_SKIP=$(SKIP) $(BIN)/mutmut run
 	$(BIN)/python .ci/mutation_report.py $(MODULE) $(if $(SKIP),--skip $(SKIP))
