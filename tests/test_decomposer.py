@@ -173,6 +173,7 @@ def test_section_7_command_renders_what_the_original_renders(tiny_dir, tmp_path)
     torch.testing.assert_close(our_latents, their_latents, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # an lpd-infer render in bf16 on the CPU: ~3 s
 def test_the_decomposer_follows_dtype(tiny_dir, tmp_path, monkeypatch):
     "--dtype bf16 casts the decomposer like the rest of the pipeline (the original kept it in fp32)."
     import lpd.pipeline as pipeline

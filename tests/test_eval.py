@@ -69,6 +69,7 @@ def test_gpu_only_speedups_on_the_cpu_are_refused_in_one_line(tmp_path, tiny_dir
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow  # an lpd-train run: ~2 s
 def test_shapes_dataset_trains_unchanged(tmp_path, tiny_dir):
     "lpd-shapes writes LongAlign-schema rows that lpd.train consumes as they are; eval rows keep out of training."
     from lpd.shapes import main as shapes_main

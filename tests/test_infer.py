@@ -122,6 +122,7 @@ def test_half_precision_on_cpu_falls_back_with_a_warning(tiny_dir, tmp_path, cap
     (["--composition", "mean", "--component_clip", "own", "--guidance_scale", "3", "--sub_prompt_length", "32"],
      dict(composition="mean", component_clip="own", guidance_scale=3.0, sub_prompt_length=32)),
 ])
+@pytest.mark.slow  # lpd-infer renders: ~2 s each
 def test_split_renders_the_pipelines_sentence_composition(tiny_dir, tmp_path, flags, settings):
     """`--split sentences` is the pipeline composing the prompt's sentences: by default T5-only components, the sum
     rule at guidance 2 and 64 T5 tokens each; the flags change each of those (one ignored would change the image)."""

@@ -27,6 +27,7 @@ def show(label, scores):
     print(f"{label:>16}: " + "  ".join(f"{m} {100 * v:6.2f}%" for m, v in scores.items()))
 
 
+@pytest.mark.slow  # scores hundreds of rendered scenes: ~5 s
 def test_clean_renders():
     scores = mean_scores((render_scene(s), (s, r)) for s, r in prompts(300, seed=1))
     show("clean (300)", scores)

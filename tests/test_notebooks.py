@@ -18,7 +18,8 @@ from lpd.core import repo_root
 
 SKIP = {"export", "exporti", "exports", "default_exp", "notest", "slow", "cuda"}  # nbdev's and settings.ini's flags
 # `make mutate`'s modules; their `slow` cells (renders through a command) run under `make test`'s nbdev_test
-NOTEBOOKS = ["01_decomposer", "03_text", "06_data", "06e_routing", "06c_judge", "06d_evaluate",
+NOTEBOOKS = ["01_decomposer", "03_text", "06_data", "06e_routing", "06c_judge",
+             pytest.param("06d_evaluate", marks=pytest.mark.slow),  # evaluations on the tiny SD3: ~10 s
              pytest.param("04_pipeline", marks=pytest.mark.slow),  # renders: ~7 s
              pytest.param("07_train", marks=pytest.mark.slow)]  # training steps on the tiny SD3: ~25 s
 

@@ -12,6 +12,7 @@ from lpd.decomposer import PromptDecomposer
 from lpd.tiny import train_t5_spiece
 
 
+@pytest.mark.slow  # trains the sentencepiece model: ~5 s
 def test_t5_tokenizer_fixture_is_reproducible(tmp_path):
     "The committed spiece.model is exactly what train_t5_spiece builds (no hidden, unreproducible artifact)."
     built = train_t5_spiece(tmp_path / "spiece.model")

@@ -20,6 +20,7 @@ from lpd.toy import (CHECKPOINT_NAME, CLIP_PAIRS, ToySD3Config, ToyVAEConfig, fi
 VAE = repo_root() / "data" / "toy-sd3" / "vae"
 
 
+@pytest.mark.slow  # the toy VAE over the judge's scenes: ~6 s
 def test_the_toy_vae_round_trip_is_read_by_the_judge():
     cfg = HfArgumentParser(ToyVAEConfig).parse_yaml_file(str(repo_root() / "data" / "profiles" / "toy_vae.yaml"))[0]
     cfg.eval_scenes, cfg.device = 60, "cpu"
@@ -109,6 +110,7 @@ def test_the_shipped_clip_pairs_are_the_random_encoders_cut_to_the_world():
         assert torch.equal(a.text_embeds, b.text_embeds) and torch.equal(a.hidden_states[-2], b.hidden_states[-2])
 
 
+@pytest.mark.slow  # toy SD3 trainings: ~6 s
 def test_resuming_with_other_settings_is_refused(tmp_path):
     _tiny_run(tmp_path / "run", 1)
     cfg = ToySD3Config(vae=str(VAE), output_dir=str(tmp_path / "run"), num_layers=1, num_attention_heads=1,

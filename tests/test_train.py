@@ -11,6 +11,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from lpd.checkpoints import read_state
 from lpd.core import repo_root
 from lpd.data import fixture_heldout_batch
 from lpd.decomposer import PromptDecomposer
@@ -48,6 +49,8 @@ def test_thirty_steps_lower_the_heldout_composite_loss(tmp_path, tiny_dir):
     assert after < before
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 31)) and {"loss", "diff", "lr"} <= set(log[0])
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())["final_loss"]
+    assert final == pytest.approx(sum(r["loss"] for r in log[-10:]) / 10)  # the mean of the last 10 steps' losses
 
 
 def test_only_the_decomposer_learns(frozen_tiny):
@@ -81,6 +84,7 @@ def test_precondition_outputs_picks_the_references_terms(frozen_tiny):
     assert not torch.allclose(got[0]["diff"], got[1]["diff"])  # the velocity and the x0 targets differ
 
 
+@pytest.mark.slow  # an lpd-train run: ~2.5 s
 def test_kd_with_gradient_accumulation_runs_end_to_end(tiny_dir, tmp_path):
     args = run_args(tiny_dir, tmp_path, 2, "--precondition_outputs", "3", "--gradient_accumulation_steps", "2")
     assert main(args) == 0
@@ -131,17 +135,26 @@ def test_killed_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_run(tmp_path, tiny_dir):
-    "6 steps in one go and 4 + resume to 6 give the same weights (data position, RNG, caption dropout, optimizer)."
+def test_resume_continues_the_same_run(tmp_path, tiny_dir, capsys):
+    """6 steps in one go and 4 + resume to 6 give the same weights (data position, RNG, caption dropout, optimizer);
+    the resumed run's progress bar starts at step 4; resuming a finished run trains no step and reports no loss."""
     common = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--checkpointing_steps", "4",
                      "--component_dropout", "0.5"]
     assert main(common + ["--output_dir", str(tmp_path / "a"), "--max_train_steps", "6"]) == 0
     assert main(common + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "4"]) == 0
+    capsys.readouterr()
     assert main(common + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "6",
                           "--resume_from_checkpoint", "latest"]) == 0
+    redraws = capsys.readouterr().err.split("\r")
+    assert any("| 4/6 [" in r for r in redraws) and not any("| 0/6 [" in r or "| 1/6 [" in r for r in redraws)
+    assert any("| 6/6 [" in r for r in redraws)
     a = PromptDecomposer.from_pretrained(tmp_path / "a").state_dict()
     b = PromptDecomposer.from_pretrained(tmp_path / "b").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    done = common + ["--output_dir", str(tmp_path / "a"), "--max_train_steps", "4", "--resume_from_checkpoint",
+                     str(tmp_path / "a" / "checkpoint-4")]
+    assert main(done) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["final_loss"] is None
 
 
 @pytest.mark.slow
@@ -159,10 +172,20 @@ def test_offline_wandb_run_holds_scalars_and_validation_images(tmp_path, tiny_di
     assert len(list((tmp_path / "validation" / "step-000002").glob("*.png"))) == 5
 
 
+@pytest.mark.slow  # an lpd-train run with validation: ~2.5 s
 def test_tensorboard_tracker(tmp_path, tiny_dir):
+    "--report_to tensorboard: the event files hold each optimizer step's loss and rate at that step."
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     args = run_args(tiny_dir, tmp_path, 2, "--report_to", "tensorboard", "--validation_steps", "2")
     assert main(args) == 0
-    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert events
+    scalars = EventAccumulator(str(events[0].parent)).Reload()
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    for key in ("loss", "lr"):
+        got = [(e.step, e.value) for e in scalars.Scalars(key)]
+        assert got == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in log], key
 
 
 def test_rows_without_caption_or_readable_image_are_skipped_and_counted(tmp_path, tiny_dir):
@@ -177,9 +200,12 @@ def test_rows_without_caption_or_readable_image_are_skipped_and_counted(tmp_path
     args = list(TINY)
     args[args.index("--dataset_name") + 1] = str(tmp_path / "rows.jsonl")
     args += ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "run"),
-             "--max_train_steps", "2", "--checkpointing_steps", "100", "--train_batch_size", "6"]
+             "--max_train_steps", "3", "--checkpointing_steps", "3", "--train_batch_size", "8"]
     assert main(args) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_skipped_rows"] == 4
+    # the 8 rows are one batch: step 3 trains on the first batch of the third epoch; the bad rows are counted once
+    state = read_state(tmp_path / "run" / "checkpoint-3")
+    assert (state["global_step"], state["epoch"], state["consumed"], state["num_skipped_rows"]) == (3, 2, 1, 4)
 
 
 BAD = {
@@ -216,6 +242,7 @@ def test_all_images_missing_is_a_clear_error(tmp_path, tiny_dir, capsys):
     assert "all 24 rows were skipped" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # an lpd-train run: ~2.5 s
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dir, monkeypatch, capsys):
     import lpd.train as train
 
@@ -263,6 +290,7 @@ def test_shipped_profiles_parse(profile):
         assert (cfg.streaming, cfg.source_filter, cfg.resolution) == (False, "fixture", 64)
 
 
+@pytest.mark.slow  # an lpd-train run with workers: ~7 s
 def test_streaming_with_workers_mixed_precision_and_gradient_checkpointing(tmp_path, tiny_dir):
     args = run_args(tiny_dir, tmp_path, 2, "--dataloader_num_workers", "2", "--mixed_precision", "bf16",
                     "--gradient_checkpointing", "--lr_scheduler", "cosine", "--lr_warmup_steps", "1")
@@ -273,6 +301,7 @@ def test_streaming_with_workers_mixed_precision_and_gradient_checkpointing(tmp_p
     assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
 
 
+@pytest.mark.slow  # an lpd-train run: ~2.5 s
 def test_ckpt_takes_the_originals_bare_file_and_writes_its_layout(tmp_path, tiny_dir, capsys):
     "--ckpt with the original's model.safetensors (no config): built from the flags, trained, saved in its key layout."
     from safetensors.torch import load_file, save_file
@@ -295,6 +324,7 @@ def test_ckpt_takes_the_originals_bare_file_and_writes_its_layout(tmp_path, tiny
     assert "holds num_layers=2, expected num_layers (--decomposer_layers)=3" in err
 
 
+@pytest.mark.slow  # two lpd-train runs: ~3 s
 def test_no_shuffle_reads_in_stream_order(tmp_path, tiny_dir):
     "--no_shuffle: the batches are the rows in file order, as the original reads them (lpd shuffles by default)."
     import hashlib

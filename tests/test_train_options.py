@@ -3,7 +3,9 @@ value computed another way (the update rule, the schedule's formula, the density
 import json
 import logging
 import math
+import re
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -338,14 +340,52 @@ def test_set_grads_to_none_frees_the_gradients_after_each_step(tmp_path, tiny_di
     assert all(g is None for g in grads) if to_none else all(g is not None and not g.any() for g in grads)
 
 
-def test_scale_lr_and_the_schedule_shape_a_runs_learning_rate(tmp_path, tiny_dir):
+def test_scale_lr_and_the_schedule_shape_a_runs_learning_rate(tmp_path, tiny_dir, capsys):
     """--scale_lr and --lr_scheduler reach fit's optimizer and schedule: the rates a run logs are the cosine over its
-    --max_train_steps from --learning_rate x --train_batch_size x --gradient_accumulation_steps (one process)."""
+    --max_train_steps from --learning_rate x --train_batch_size x --gradient_accumulation_steps (one process).
+    The same run's progress bar, train_log.jsonl and train_config.json say what ran, in a new --output_dir's new
+    parent folders."""
+    out = tmp_path / "new" / "run"
     args = tiny_train_args(validation_steps=0) + [
-        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "3",
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps", "3",
         "--checkpointing_steps", "100", "--learning_rate", "0.001", "--scale_lr", "--lr_scheduler", "cosine",
         "--train_batch_size", "2", "--gradient_accumulation_steps", "2"]
+    capsys.readouterr()
+    start = time.perf_counter()
     assert main(args) == 0
-    logged = [json.loads(line)["lr"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    wall = time.perf_counter() - start
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     peak = 0.001 * 2 * 2
-    assert logged == pytest.approx([peak * 0.5 * (1 + math.cos(math.pi * step / 3)) for step in (1, 2, 3)])
+    assert [r["lr"] for r in log] == pytest.approx([peak * 0.5 * (1 + math.cos(math.pi * s / 3)) for s in (1, 2, 3)])
+    elapsed = [r["elapsed_s"] for r in log]  # seconds since the loop began, to the millisecond
+    assert all(isinstance(e, float) and e == round(e, 3) for e in elapsed), elapsed
+    assert 0 < elapsed[0] <= elapsed[1] <= elapsed[2] < wall, (elapsed, wall)
+    ran, saved = (json.loads((out / name).read_text()) for name in ("train_config.json", "config.json"))
+    layout = (saved["component_clip"], saved["composition"])  # the saved model's: what ran, the defaults resolved
+    assert (ran["component_clip"], ran["composition"]) == layout and None not in layout, (ran, layout)
+    bar = capsys.readouterr().err.split("\r")[-1]  # tqdm's last redraw, as the terminal shows it when the run ends
+    assert re.match(r"steps: 100%\|.*\| 3/3 \[.*, loss=\d+\.\d{4}, lr=\d\.\d{2}e[+-]\d{2}\]", bar), bar
+
+
+@pytest.mark.slow  # two lpd-train runs: ~4 s
+def test_a_router_and_a_teacher_train_through_lpd_train(tmp_path, tiny_dir):
+    """--decomposer_kind router: lpd-train gives the router the empty prompt's T5 states as its blank (diffusers'
+    own T5 encoding of "") and trains its per-token target. --route_targets on the original's layout and rule: the
+    teacher's texts need the empty prompt's encoding, which lpd-train makes for them."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from lpd.decomposer import PromptDecomposer
+
+    base = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--max_train_steps", "1", "--checkpointing_steps", "100",
+        "--train_batch_size", "2", "--route_targets", "objects"]
+    router = tmp_path / "router"
+    assert main(base + ["--output_dir", str(router), "--decomposer_kind", "router", "--num_tokens", "512",
+                        "--route_weight", "0", "--route_token_weight", "1"]) == 0
+    stock = StableDiffusion3Pipeline.from_pretrained(tiny_dir)
+    empty = stock._get_t5_prompt_embeds(prompt=[""], max_sequence_length=512)[0]
+    torch.testing.assert_close(PromptDecomposer.from_pretrained(router).mask_head.router.blank, empty)
+    assert "route_tokens" in json.loads((router / "train_log.jsonl").read_text().splitlines()[0])
+    teacher = tmp_path / "teacher"
+    assert main(base + ["--output_dir", str(teacher), "--component_clip", "prompt", "--composition", "mean"]) == 0
+    assert json.loads((teacher / "train_log.jsonl").read_text().splitlines()[0])["route"] > 0
