@@ -389,3 +389,25 @@ def test_a_router_and_a_teacher_train_through_lpd_train(tmp_path, tiny_dir):
     teacher = tmp_path / "teacher"
     assert main(base + ["--output_dir", str(teacher), "--component_clip", "prompt", "--composition", "mean"]) == 0
     assert json.loads((teacher / "train_log.jsonl").read_text().splitlines()[0])["route"] > 0
+
+
+@pytest.mark.slow  # an lpd-train step in bf16 on the CPU: ~3 s
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_mixed_precision_runs_the_decomposer_under_autocast(tmp_path, tiny_dir, monkeypatch, precision):
+    "--mixed_precision reaches accelerate: the prepared decomposer's layers run under bf16 autocast, and only then."
+    seen, real = set(), lpd.train.decomposer_from_config
+
+    def recorded(*a, **k):
+        decomposer = real(*a, **k)
+        for layer in decomposer.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_pre_hook(lambda *_: seen.add(
+                    torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+        return decomposer
+
+    monkeypatch.setattr(lpd.train, "decomposer_from_config", recorded)
+    args = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "1",
+        "--checkpointing_steps", "100", "--train_batch_size", "2", "--mixed_precision", precision]
+    assert main(args) == 0
+    assert seen == {torch.bfloat16 if precision == "bf16" else None}
