@@ -135,7 +135,7 @@ def test_killed_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_run(tmp_path, tiny_dir, capsys):
+def test_resume_continues_the_same_run(tmp_path, tiny_dir, capsys, caplog):
     """6 steps in one go and 4 + resume to 6 give the same weights (data position, RNG, caption dropout, optimizer);
     the resumed run's progress bar starts at step 4; resuming a finished run trains no step and reports no loss."""
     common = TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--checkpointing_steps", "4",
@@ -145,6 +145,7 @@ def test_resume_continues_the_same_run(tmp_path, tiny_dir, capsys):
     capsys.readouterr()
     assert main(common + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "6",
                           "--resume_from_checkpoint", "latest"]) == 0
+    assert f"resumed from {tmp_path / 'b' / 'checkpoint-4'} at step 4" in caplog.text
     redraws = capsys.readouterr().err.split("\r")
     assert any("| 4/6 [" in r for r in redraws) and not any("| 0/6 [" in r or "| 1/6 [" in r for r in redraws)
     assert any("| 6/6 [" in r for r in redraws)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from scipy.stats import norm
 
 import lpd.train
@@ -411,3 +411,20 @@ def test_mixed_precision_runs_the_decomposer_under_autocast(tmp_path, tiny_dir, 
         "--checkpointing_steps", "100", "--train_batch_size", "2", "--mixed_precision", precision]
     assert main(args) == 0
     assert seen == {torch.bfloat16 if precision == "bf16" else None}
+
+
+@pytest.mark.slow  # lpd-cache, then an lpd-train run: ~4 s
+def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkeypatch):
+    "--encoding_cache: the captions' encodings and the images' latents come from the cache, no encoder runs."
+    flags = tiny_train_args(validation_steps=0) + ["--pretrained_model_name_or_path", str(tiny_dir)]
+    lpd.train.cache_encodings(tmp_path / "cache", flags)
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("an encoder ran")
+
+    monkeypatch.setattr(lpd.train, "encode_long_prompt", no_encoder)
+    monkeypatch.setattr(AutoencoderKL, "encode", no_encoder)
+    args = flags + ["--output_dir", str(tmp_path / "run"), "--max_train_steps", "2", "--checkpointing_steps", "100",
+                    "--train_batch_size", "2", "--encoding_cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
