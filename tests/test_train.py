@@ -175,11 +175,15 @@ def test_offline_wandb_run_holds_scalars_and_validation_images(tmp_path, tiny_di
 
 @pytest.mark.slow  # an lpd-train run with validation: ~2.5 s
 def test_tensorboard_tracker(tmp_path, tiny_dir):
-    "--report_to tensorboard: the event files hold each optimizer step's loss and rate at that step."
+    """--report_to tensorboard: the event files hold each optimizer step's loss and rate at that step; with
+    --judge_prompts, the validation step also judges that many held-out prompts into judge_log.jsonl."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = run_args(tiny_dir, tmp_path, 2, "--report_to", "tensorboard", "--validation_steps", "2")
+    args = run_args(tiny_dir, tmp_path, 2, "--report_to", "tensorboard", "--validation_steps", "2", "--judge_prompts",
+                    "2")
     assert main(args) == 0
+    judged = [json.loads(line) for line in (tmp_path / "judge_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in judged] == [2] and 0 <= judged[0]["judge_presence"] <= 1, judged
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events
     scalars = EventAccumulator(str(events[0].parent)).Reload()
