@@ -174,7 +174,7 @@ def test_offline_wandb_run_holds_scalars_and_validation_images(tmp_path, tiny_di
 
 
 @pytest.mark.slow  # an lpd-train run with validation: ~2.5 s
-def test_tensorboard_tracker(tmp_path, tiny_dir):
+def test_tensorboard_scalars_and_judged_validation(tmp_path, tiny_dir):
     """--report_to tensorboard: the event files hold each optimizer step's loss and rate at that step; with
     --judge_prompts, the validation step also judges that many held-out prompts into judge_log.jsonl."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
