@@ -414,8 +414,9 @@ def test_mixed_precision_runs_the_decomposer_under_autocast(tmp_path, tiny_dir, 
 
 
 @pytest.mark.slow  # lpd-cache, then an lpd-train run: ~4 s
-def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkeypatch):
-    "--encoding_cache: the captions' encodings and the images' latents come from the cache, no encoder runs."
+def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkeypatch, capsys):
+    """--encoding_cache: the captions' encodings and the images' latents come from the cache, no encoder runs; the
+    sum rule, whose base is the empty prompt's T5 states at --num_tokens (not in the cache), is refused."""
     flags = tiny_train_args(validation_steps=0) + ["--pretrained_model_name_or_path", str(tiny_dir)]
     lpd.train.cache_encodings(tmp_path / "cache", flags)
 
@@ -428,3 +429,6 @@ def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkey
                     "--train_batch_size", "2", "--encoding_cache", str(tmp_path / "cache")]
     assert main(args) == 0
     assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(args + ["--output_dir", str(tmp_path / "sum"), "--composition", "sum"]) == 2
+    assert "--composition sum needs the empty prompt's T5 states at --num_tokens 16" in capsys.readouterr().err
