@@ -432,3 +432,16 @@ def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkey
     capsys.readouterr()
     assert main(args + ["--output_dir", str(tmp_path / "sum"), "--composition", "sum"]) == 2
     assert "--composition sum needs the empty prompt's T5 states at --num_tokens 16" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an lpd-train step: ~2 s
+@pytest.mark.parametrize("clip,rule", [("empty", "mean"), ("prompt", "sum")])
+def test_each_layout_and_rule_trains_through_lpd_train(tmp_path, tiny_dir, clip, rule):
+    """T5-only components (--component_clip empty) need the empty prompt's CLIP part, and the sum rule its velocity:
+    lpd-train makes that encoding for either, with no teacher to ask for it. The run says what it ran."""
+    args = tiny_train_args(validation_steps=0) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "1",
+        "--checkpointing_steps", "100", "--train_batch_size", "2", "--component_clip", clip, "--composition", rule]
+    assert main(args) == 0
+    ran = json.loads((tmp_path / "train_config.json").read_text())
+    assert (ran["component_clip"], ran["composition"], ran["route_targets"]) == (clip, rule, "none")
