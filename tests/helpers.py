@@ -20,6 +20,13 @@ def tiny_train_args(**overrides) -> list[str]:
     return argv
 
 
+
+def run_args(tiny_dir, out, steps, *extra) -> list[str]:
+    "The tiny training flags for a run of `steps` steps into `out`, no validation (no checkpoint unless `extra` asks)."
+    return tiny_train_args(validation_steps=0, validation_inference_steps=2) + [
+        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps", str(steps),
+        "--checkpointing_steps", "100", *extra]
+
 def identical_decomposer(num_components=4, num_tokens=16):
     "A tiny decomposer whose K query sets are equal, so its K components carry the same tokens."
     import torch

@@ -19,16 +19,10 @@ from lpd.infer import main as infer_main
 from lpd.tiny import tiny_decomposer
 from lpd.train import decomposer_from_config, heldout_loss, load_frozen, main, parse_args, training_loss
 
-from helpers import tiny_train_args
+from helpers import run_args, tiny_train_args
 
 FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
 TINY = tiny_train_args(validation_steps=0, validation_inference_steps=2)  # data/profiles/tiny.yaml, no validation
-
-
-def run_args(tiny_dir, out, steps, *extra):
-    "The tiny training flags for a run of `steps` steps into `out` (no checkpoint unless `extra` asks)."
-    return TINY + ["--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps",
-                   str(steps), "--checkpointing_steps", "100", *extra]
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from lpd.core import repo_root
 from lpd.train import (build_lr_scheduler, build_optimizer, caption_dataset, flow_matching_loss, load_frozen, main,
                        parse_args, sample_noisy_latents)
 
-from helpers import tiny_train_args
+from helpers import run_args, tiny_train_args
 
 FIXTURE = repo_root() / "data" / "fixtures" / "longalign"
 
@@ -346,10 +346,8 @@ def test_scale_lr_and_the_schedule_shape_a_runs_learning_rate(tmp_path, tiny_dir
     The same run's progress bar, train_log.jsonl and train_config.json say what ran, in a new --output_dir's new
     parent folders."""
     out = tmp_path / "new" / "run"
-    args = tiny_train_args(validation_steps=0) + [
-        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--max_train_steps", "3",
-        "--checkpointing_steps", "100", "--learning_rate", "0.001", "--scale_lr", "--lr_scheduler", "cosine",
-        "--train_batch_size", "2", "--gradient_accumulation_steps", "2"]
+    args = run_args(tiny_dir, out, 3, "--learning_rate", "0.001", "--scale_lr", "--lr_scheduler", "cosine",
+                    "--train_batch_size", "2", "--gradient_accumulation_steps", "2")
     capsys.readouterr()
     start = time.perf_counter()
     assert main(args) == 0
@@ -376,18 +374,16 @@ def test_a_router_and_a_teacher_train_through_lpd_train(tmp_path, tiny_dir):
 
     from lpd.decomposer import PromptDecomposer
 
-    base = tiny_train_args(validation_steps=0) + [
-        "--pretrained_model_name_or_path", str(tiny_dir), "--max_train_steps", "1", "--checkpointing_steps", "100",
-        "--train_batch_size", "2", "--route_targets", "objects"]
-    router = tmp_path / "router"
-    assert main(base + ["--output_dir", str(router), "--decomposer_kind", "router", "--num_tokens", "512",
-                        "--route_weight", "0", "--route_token_weight", "1"]) == 0
+    router, teacher = tmp_path / "router", tmp_path / "teacher"
+    assert main(run_args(tiny_dir, router, 1, "--train_batch_size", "2", "--route_targets", "objects",
+                         "--decomposer_kind", "router", "--num_tokens", "512", "--route_weight", "0",
+                         "--route_token_weight", "1")) == 0
     stock = StableDiffusion3Pipeline.from_pretrained(tiny_dir)
     empty = stock._get_t5_prompt_embeds(prompt=[""], max_sequence_length=512)[0]
     torch.testing.assert_close(PromptDecomposer.from_pretrained(router).mask_head.router.blank, empty)
     assert "route_tokens" in json.loads((router / "train_log.jsonl").read_text().splitlines()[0])
-    teacher = tmp_path / "teacher"
-    assert main(base + ["--output_dir", str(teacher), "--component_clip", "prompt", "--composition", "mean"]) == 0
+    assert main(run_args(tiny_dir, teacher, 1, "--train_batch_size", "2", "--route_targets", "objects",
+                         "--component_clip", "prompt", "--composition", "mean")) == 0
     assert json.loads((teacher / "train_log.jsonl").read_text().splitlines()[0])["route"] > 0
 
 
@@ -406,9 +402,7 @@ def test_mixed_precision_runs_the_decomposer_under_autocast(tmp_path, tiny_dir, 
         return decomposer
 
     monkeypatch.setattr(lpd.train, "decomposer_from_config", recorded)
-    args = tiny_train_args(validation_steps=0) + [
-        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "1",
-        "--checkpointing_steps", "100", "--train_batch_size", "2", "--mixed_precision", precision]
+    args = run_args(tiny_dir, tmp_path, 1, "--train_batch_size", "2", "--mixed_precision", precision)
     assert main(args) == 0
     assert seen == {torch.bfloat16 if precision == "bf16" else None}
 
@@ -425,8 +419,8 @@ def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkey
 
     monkeypatch.setattr(lpd.train, "encode_long_prompt", no_encoder)
     monkeypatch.setattr(AutoencoderKL, "encode", no_encoder)
-    args = flags + ["--output_dir", str(tmp_path / "run"), "--max_train_steps", "2", "--checkpointing_steps", "100",
-                    "--train_batch_size", "2", "--encoding_cache", str(tmp_path / "cache")]
+    args = run_args(tiny_dir, tmp_path / "run", 2, "--train_batch_size", "2", "--encoding_cache",
+                    str(tmp_path / "cache"))
     assert main(args) == 0
     assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
     capsys.readouterr()
@@ -439,9 +433,7 @@ def test_a_run_from_an_encoding_cache_encodes_nothing(tmp_path, tiny_dir, monkey
 def test_each_layout_and_rule_trains_through_lpd_train(tmp_path, tiny_dir, clip, rule):
     """T5-only components (--component_clip empty) need the empty prompt's CLIP part, and the sum rule its velocity:
     lpd-train makes that encoding for either, with no teacher to ask for it. The run says what it ran."""
-    args = tiny_train_args(validation_steps=0) + [
-        "--pretrained_model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path), "--max_train_steps", "1",
-        "--checkpointing_steps", "100", "--train_batch_size", "2", "--component_clip", clip, "--composition", rule]
+    args = run_args(tiny_dir, tmp_path, 1, "--train_batch_size", "2", "--component_clip", clip, "--composition", rule)
     assert main(args) == 0
     ran = json.loads((tmp_path / "train_config.json").read_text())
     assert (ran["component_clip"], ran["composition"], ran["route_targets"]) == (clip, rule, "none")
