@@ -25,6 +25,7 @@ __all__ = ['CACHE_FILE', 'TEXT_TENSORS', 'build_encoding_cache', 'EncodingCache'
 CACHE_FILE = "cache.json"
 TEXT_TENSORS = [f.name for f in dataclasses.fields(PromptEncoding)]  # one tensor per field, a row per caption
 
+# %% ../nbs/06f_cache.ipynb #293a19f4
 def _text_key(caption: str) -> str:
     return hashlib.sha1(caption.encode()).hexdigest()
 
@@ -47,15 +48,20 @@ def _write_texts(pipe, captions: list[str], out: Path, max_sequence_length: int,
         shards.append(_write_shard(out / f"text-{len(shards):05d}.safetensors", tensors, names))
     return shards
 
+# %% ../nbs/06f_cache.ipynb #269f4304
+def _latent_params(vae, pixels: list[torch.Tensor], batch_size: int, device) -> torch.Tensor:
+    "The VAE's latent distribution parameters (mean and log-variance) of `pixels`, `batch_size` images at a time."
+    return torch.cat([vae.encode(torch.stack(pixels[i : i + batch_size]).to(device, vae.dtype)).latent_dist.parameters
+                      for i in range(0, len(pixels), batch_size)])
+
 # %% ../nbs/06f_cache.ipynb #c7e1a2b6
 def _write_images(pipe, dataset, out: Path, batch_size: int, shard_size: int) -> tuple[list[str], int, int]:
     "Each image's latent distribution in shards; returns the shards' file names, the images and the rows skipped."
     shards, keys, pixels, seen, skipped = [], [], [], set(), 0
     def flush():
-        params = [pipe.vae.encode(torch.stack(pixels[i : i + batch_size]).to(pipe._execution_device, pipe.vae.dtype))
-                  .latent_dist.parameters for i in range(0, len(pixels), batch_size)]
-        shards.append(_write_shard(out / f"latents-{len(shards):05d}.safetensors",
-                                   {"latent_params": torch.cat(params)}, keys.copy()))
+        params = _latent_params(pipe.vae, pixels, batch_size, pipe._execution_device)
+        shards.append(_write_shard(out / f"latents-{len(shards):05d}.safetensors", {"latent_params": params},
+                                   keys.copy()))
         keys.clear()
         pixels.clear()
     for sample in dataset:

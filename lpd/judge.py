@@ -28,6 +28,7 @@ _PALETTE = np.array([COLOURS[c] for c in COLOURS] + [BACKGROUNDS[b] for b in BAC
 _N_OBJ = len(COLOURS)
 MAX_COLOUR_DISTANCE = 70.0  # pixels farther than this from every palette colour (edge blends) are ignored
 
+# %% ../nbs/06c_judge.ipynb #ca47e48c
 @dataclass
 class Found:
     "An object found in an image."
