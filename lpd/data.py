@@ -20,8 +20,8 @@ from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patte
 from .core import repo_root
 
 # %% auto #0
-__all__ = ['FIXTURE_DIR', 'row_captions', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'LongCaptionDataset',
-           'collate_captions', 'BatchStream', 'check_data', 'fixture_heldout_batch']
+__all__ = ['FIXTURE_DIR', 'row_captions', 'pick_caption', 'load_caption_rows', 'image_to_tensor', 'epoch_rows', 'row_image',
+           'image_key', 'LongCaptionDataset', 'collate_captions', 'BatchStream', 'check_data', 'fixture_heldout_batch']
 
 # %% ../nbs/06_data.ipynb #22d8a66e
 _CAPTION_FALLBACKS = ("caption", "captions", "text", "prompt")
@@ -49,6 +49,20 @@ def pick_caption(row: dict, caption_column: str = "caption", rng: random.Random 
 # %% ../nbs/06_data.ipynb #c62a2a3e
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
+def _metadata_files(path: Path, split: str) -> list[Path]:
+    "A file as given; a folder's files of `split` (named as datasets names splits), of its first suffix found."
+    if path.is_file():
+        return [path]
+    try:
+        splits = get_data_patterns(str(path))  # train-*, validation-*, ...; else every file is train
+    except EmptyDatasetError:  # no data file at all: said by load_caption_rows
+        splits = {split: []}
+    if split not in splits:
+        raise ValueError(f"no split {split!r} in {path}: its files name {', '.join(map(str, splits))}")
+    named = [Path(f) for f in DataFilesDict.from_local_or_remote(splits, base_path=str(path))[split]]
+    return next((found for suffix in _BUILDERS if (found := sorted(f for f in named if f.suffix == suffix))), [])
+
+# %% ../nbs/06_data.ipynb #e2f1864e
 def load_caption_rows(
     dataset_name: str,  # hub name (e.g. luping-liu/LongAlign), local folder, or parquet/jsonl/csv file
     streaming: bool = True,  # stream (the reference's default); local copies usually use False
@@ -62,18 +76,7 @@ def load_caption_rows(
         if dataset_name.startswith((".", "/")) or dataset_name.count("/") != 1:
             raise FileNotFoundError(f"dataset not found: {dataset_name} (neither a local path nor a hub name)")
         return load_dataset(dataset_name, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
-    files = [path] if path.is_file() else None
-    if files is None:  # a folder's splits are named as datasets names them (train-*, validation-*; else all is train)
-        try:
-            splits = get_data_patterns(str(path))
-        except EmptyDatasetError:  # no data file at all: said below
-            splits = {split: []}
-        if split not in splits:
-            raise ValueError(f"no split {split!r} in {dataset_name}: its files name {', '.join(map(str, splits))}")
-        named = [Path(f) for f in DataFilesDict.from_local_or_remote(splits, base_path=str(path))[split]]
-    for suffix in (".parquet", ".jsonl", ".json", ".csv"):
-        if files is None and (found := sorted(f for f in named if f.suffix == suffix)):
-            files = found
+    files = _metadata_files(path, split)
     if not files or files[0].suffix not in _BUILDERS:
         raise ValueError(f"no parquet/jsonl/json/csv metadata in {dataset_name}")
     return load_dataset(_BUILDERS[files[0].suffix], data_files=[str(f) for f in files], split="train",
@@ -99,6 +102,37 @@ def image_to_tensor(
         left, top = rng.randint(0, w - resolution), rng.randint(0, h - resolution)
     image = image.crop((left, top, left + resolution, top + resolution))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+# %% ../nbs/06_data.ipynb #1d9be8ef
+def epoch_rows(rows, shuffle: bool, seed: int, epoch: int):
+    "The rows in an epoch's order: a seeded permutation of a map-style dataset, a seeded buffered shuffle of a stream."
+    if not isinstance(rows, datasets.IterableDataset):
+        order = list(range(len(rows)))
+        if shuffle:
+            random.Random(seed + epoch).shuffle(order)
+        return (rows[i] for i in order)
+    rows = rows.shuffle(seed=seed, buffer_size=1000) if shuffle else rows
+    rows.set_epoch(epoch)
+    return iter(rows)
+
+# %% ../nbs/06_data.ipynb #4594b6f9
+def row_image(row: dict, image_column: str, path_column: str, image_root: Path | None) -> PIL.Image.Image:
+    "The image a row carries in `image_column`, else the file its `path_column` names (relative: under `image_root`)."
+    if isinstance(row.get(image_column), PIL.Image.Image):
+        return row[image_column]
+    rel = row.get(path_column)
+    if not rel:
+        raise FileNotFoundError(f"row has no '{path_column}'")
+    path = Path(rel) if Path(rel).is_absolute() or image_root is None else image_root / rel
+    with PIL.Image.open(path) as image:
+        image.load()
+        return image
+
+# %% ../nbs/06_data.ipynb #cbb171fc
+def image_key(row: dict, path_column: str, image: PIL.Image.Image) -> str:
+    "What names a row's image in a cache: its path as the row gives it, or a hash of an embedded image."
+    rel = row.get(path_column)
+    return str(rel) if rel else "sha1:" + hashlib.sha1(image.tobytes()).hexdigest()
 
 # %% ../nbs/06_data.ipynb #f58de928
 class LongCaptionDataset(torch.utils.data.IterableDataset):
@@ -137,16 +171,6 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
         "Each epoch has its own (seeded) order; every process and worker computes the same one."
         self.epoch = epoch
 
-    def _ordered_rows(self):
-        if not isinstance(self.rows, datasets.IterableDataset):  # map-style: a seeded permutation
-            order = list(range(len(self.rows)))
-            if self.shuffle:
-                random.Random(self.seed + self.epoch).shuffle(order)
-            return (self.rows[i] for i in order)
-        rows = self.rows.shuffle(seed=self.seed, buffer_size=1000) if self.shuffle else self.rows
-        rows.set_epoch(self.epoch)
-        return iter(rows)
-
     def _keeps(self, row) -> bool:
         "Does `--source_filter` keep the row?"
         return self.sources is None or str(row.get(self.source_column, "")).lower() in self.sources
@@ -157,29 +181,13 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
             if self._keeps(row):
                 yield from row_captions(row, self.caption_column)
 
-    def _image_key(self, row, image: PIL.Image.Image) -> str:
-        "What names the row's image in a cache: its path as the row gives it, or a hash of an embedded image."
-        rel = row.get(self.path_column)
-        return str(rel) if rel else "sha1:" + hashlib.sha1(image.tobytes()).hexdigest()
-
-    def _image(self, row) -> PIL.Image.Image:
-        if isinstance(row.get(self.image_column), PIL.Image.Image):
-            return row[self.image_column]
-        rel = row.get(self.path_column)
-        if not rel:
-            raise FileNotFoundError(f"row has no '{self.path_column}'")
-        path = Path(rel) if Path(rel).is_absolute() or self.image_root is None else self.image_root / rel
-        with PIL.Image.open(path) as image:
-            image.load()
-            return image
-
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
         shard, num_shards = self.process_index * nworkers + wid, self.num_processes * nworkers
         rng = random.Random(f"{self.seed}-{self.epoch}-{shard}")
         skipped, kept = 0, -1
-        for i, row in enumerate(self._ordered_rows()):
+        for i, row in enumerate(epoch_rows(self.rows, self.shuffle, self.seed, self.epoch)):
             if not self._keeps(row):
                 continue
             kept += 1  # shard the rows that pass the filter, so every shard gets the same number
@@ -190,14 +198,14 @@ class LongCaptionDataset(torch.utils.data.IterableDataset):
                 skipped += 1
                 continue
             try:
-                image = self._image(row)
+                image = row_image(row, self.image_column, self.path_column, self.image_root)
             except (OSError, ValueError) as e:  # missing, truncated or not an image
                 if not self.skip_missing_images:
                     raise ValueError(f"cannot read the image of row {i} ({row.get(self.path_column)}): {e}") from None
                 skipped += 1
                 continue
             pixels = image_to_tensor(image, self.resolution, self.center_crop, rng)
-            yield {"pixel_values": pixels, "caption": caption, "key": self._image_key(row, image),
+            yield {"pixel_values": pixels, "caption": caption, "key": image_key(row, self.path_column, image),
                    "truth": row.get(self.truth_column), "skipped": skipped}
             skipped = 0
         if skipped:  # skips after this worker's last sample still count
