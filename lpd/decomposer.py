@@ -21,7 +21,7 @@ from torch import nn
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'LATENTS_KEY', 'COMPOSITIONS', 'DECOMPOSER_CLIPS', 'DECOMPOSER_KINDS',
            'DECOMPOSER_FLAGS', 'SquaredReLU', 'PerceiverAttentionBlock', 'PerceiverResampler', 'TokenContext',
-           'TokenRouter', 'PromptDecomposer', 'decomposer_kwargs', 'load_decomposer']
+           'TokenRouter', 'DecomposerCheckpointMixin', 'PromptDecomposer', 'decomposer_kwargs', 'load_decomposer']
 
 # %% ../nbs/01_decomposer.ipynb #ddbfccdf
 class SquaredReLU(nn.Module):
@@ -123,6 +123,15 @@ class TokenRouter(nn.Module):
         w = scores.float().softmax(-1)
         return w if text_mask is None else w * text_mask[..., None].float()
 
+    def route(self, text: torch.Tensor, context: torch.Tensor, text_mask: torch.Tensor | None = None):
+        "`text` (B, T, D) routed by the scores of `context` (the token context or `text`): parts, `[weights, scores]`."
+        if not self.blank.any():
+            raise ValueError("the token router's blank is not set: call set_blank with the empty prompt's T5 states "
+                             f"at {self.blank.shape[0]} tokens (lpd-train does)")
+        scores = self.scores(context)  # (B, T, K + 1)
+        weights = self.weights(scores, text_mask)
+        return self(text, weights), [weights, scores]
+
     def forward(self, text: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         "`(B, K, T, D)`: each component's mix of `text` (B, T, D) and the blank by `weights` (B, T, K + 1)."
         if text.shape[1] != self.blank.shape[0]:
@@ -144,103 +153,90 @@ _LOADER_KWARGS = {  # what DiffusionPipeline.from_pretrained passes to every Mod
     "provider_options", "dtype", "cache_dir", "force_download", "proxies", "local_files_only", "token", "revision",
 }
 
-# %% ../nbs/01_decomposer.ipynb #0b4387a4
-class PromptDecomposer(ModelMixin, ConfigMixin):
-    "Split a T5 encoding `(B, T, width)` into `num_components` sub-prompts of `(B, num_tokens, width)`."
+# %% ../nbs/01_decomposer.ipynb #0b11d5d6
+def _check_sizes(num_components, num_tokens, width, num_heads, num_layers) -> None:
+    "One line naming the first size a `PromptDecomposer` cannot be built with."
+    for name, value in dict(num_components=num_components, num_tokens=num_tokens, width=width,
+                            num_heads=num_heads, num_layers=num_layers).items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"PromptDecomposer: {name} must be a positive integer, got {value!r}")
+    if width % num_heads:
+        raise ValueError(f"PromptDecomposer: width {width} is not divisible by num_heads {num_heads}")
 
-    config_name = CONFIG_NAME
+# %% ../nbs/01_decomposer.ipynb #f5cec609
+def _check_choices(component_clip, composition, context_kernel, kind) -> None:
+    "One line naming the first option a `PromptDecomposer` does not know."
+    for name, value, allowed in (("component_clip", component_clip, DECOMPOSER_CLIPS),
+                                 ("composition", composition, COMPOSITIONS), ("kind", kind, DECOMPOSER_KINDS)):
+        if value not in allowed:
+            raise ValueError(f"PromptDecomposer: {name} must be one of {allowed}, got {value!r}")
+    if not isinstance(context_kernel, int) or context_kernel < 0 or (context_kernel and context_kernel % 2 == 0):
+        raise ValueError(f"PromptDecomposer: context_kernel must be 0 or an odd positive integer, "
+                         f"got {context_kernel!r}")
 
-    @register_to_config
-    def __init__(
-        self,
-        *,
-        num_components: int = 4,  # K: sub-prompts, each rendered by one transformer pass per step
-        num_tokens: int = 128,  # N: tokens per sub-prompt
-        width: int = 4096,  # D: the T5 width, in and out (SD3.5: 4096)
-        num_heads: int = 32,  # attention heads per block
-        num_layers: int = 6,  # Perceiver blocks
-        use_attention_mask: bool = False,  # mask T5 padding (the original attends to it)
-        component_clip: str = "prompt",  # what each sub-prompt carries besides its tokens: the prompt's CLIP, or ""'s
-        composition: str = "mean",  # how the pipeline composes the components: "mean" (the original) or "sum"
-        context_kernel: int = 0,  # > 0: a TokenContext of this odd kernel before the resampler; 0: none (the original)
-        kind: str = "resampler",  # "resampler" (the original's) or "router" (lpd's TokenRouter: N = the T5 length)
-    ):
-        super().__init__()
-        for name, value in dict(num_components=num_components, num_tokens=num_tokens, width=width,
-                                num_heads=num_heads, num_layers=num_layers).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"PromptDecomposer: {name} must be a positive integer, got {value!r}")
-        for name, value, allowed in (("component_clip", component_clip, DECOMPOSER_CLIPS),
-                                     ("composition", composition, COMPOSITIONS), ("kind", kind, DECOMPOSER_KINDS)):
-            if value not in allowed:
-                raise ValueError(f"PromptDecomposer: {name} must be one of {allowed}, got {value!r}")
-        if not isinstance(context_kernel, int) or context_kernel < 0 or (context_kernel and context_kernel % 2 == 0):
-            raise ValueError(f"PromptDecomposer: context_kernel must be 0 or an odd positive integer, "
-                             f"got {context_kernel!r}")
-        if width % num_heads:
-            raise ValueError(f"PromptDecomposer: width {width} is not divisible by num_heads {num_heads}")
-        # the original's module path (TextDecomposer.mask_head.connector), so state dicts match key for key
-        if kind == "resampler":
-            head = PerceiverResampler(num_components, num_tokens, width, num_heads, num_layers)
-            self.mask_head = nn.ModuleDict({"connector": head})
-        else:  # num_heads and num_layers are the resampler's: the router has neither
-            self.mask_head = nn.ModuleDict({"router": TokenRouter(num_components, num_tokens, width)})
-        if context_kernel:  # lpd's option; without it the state dict is the original's, key for key
-            self.mask_head["context"] = TokenContext(width, context_kernel)
+# %% ../nbs/01_decomposer.ipynb #b74db0a4
+def _weights_file(path: Path) -> Path:
+    "The weights file a checkpoint path names: the file itself, or lpd's (or diffusers') file name in a directory."
+    if not path.exists():
+        raise FileNotFoundError(f"decomposer checkpoint not found: {path}")
+    if path.is_dir():
+        names = [WEIGHTS_NAME, "diffusion_pytorch_model.safetensors"]
+        weights = next((path / n for n in names if (path / n).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError(f"no {WEIGHTS_NAME} in decomposer checkpoint directory {path}")
+    elif path.suffix == ".safetensors":
+        weights = path
+    else:
+        raise ValueError(f"decomposer checkpoint must be a directory or a .safetensors file, got {path}")
+    return weights
 
-    def _run(self, text_embeds, attention_mask, need_weights=False):
-        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.config.width:
-            raise ValueError(f"PromptDecomposer expects text_embeds (B, T, {self.config.width}), "
-                             f"got {tuple(text_embeds.shape)}")
-        mask = attention_mask if self.config.use_attention_mask else None
-        if mask is not None and mask.shape != text_embeds.shape[:2]:
-            raise ValueError(f"attention_mask {tuple(mask.shape)} does not match text_embeds "
-                             f"{tuple(text_embeds.shape)}")
-        text = text_embeds.to(self.dtype)
-        context = self.mask_head.context(text, mask) if "context" in self.mask_head else text
-        if self.config.kind == "resampler":
-            return self.mask_head.connector(context, mask, need_weights)
-        router = self.mask_head.router
-        if not router.blank.any():
-            raise ValueError("the token router's blank is not set: call set_blank with the empty prompt's T5 states "
-                             f"at {self.config.num_tokens} tokens (lpd-train does)")
-        scores = router.scores(context)  # (B, T, K + 1)
-        weights = router.weights(scores, mask)
-        return router(text, weights), [weights, scores]
+# %% ../nbs/01_decomposer.ipynb #e72056b5
+def _locate_checkpoint(path: Path) -> tuple[Path, dict | None]:
+    "The weights file and the config beside it (None for the original's bare weights)."
+    weights = _weights_file(path)
+    config_file = weights.parent / CONFIG_NAME
+    if not config_file.is_file():
+        return weights, None
+    try:
+        return weights, json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt decomposer config {config_file}: {e}") from None
 
-    def forward(
-        self,
-        text_embeds: torch.Tensor,  # (B, T, width): T5 hidden states of the prompt
-        attention_mask: torch.Tensor | None = None,  # (B, T) T5 mask; used only when config.use_attention_mask
-        return_scores: bool = False,  # a router's: also its logits (B, T, K + 1), what a per-token target trains
-    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
-        "The `num_components` sub-prompts, each `(B, num_tokens, width)` (and the router's scores if asked)."
-        if return_scores and self.config.kind != "router":
-            raise ValueError(f"return_scores needs kind='router', this decomposer is a {self.config.kind}")
-        x, maps = self._run(text_embeds, attention_mask)  # (B, K, N, D)
-        parts = list(x.unbind(dim=1))  # K x (B, N, D)
-        return (parts, maps[1]) if return_scores else parts
+# %% ../nbs/01_decomposer.ipynb #0537e9f1
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"corrupt decomposer checkpoint {path}: {e}") from None
 
-    @torch.no_grad()
-    def text_attention(self, text_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        "How much each component reads each text token, `(B, K, T)`: summed over heads and blocks, mean over latents."
-        _, maps = self._run(text_embeds, attention_mask, need_weights=True)
-        if self.config.kind == "router":  # the routing weights themselves
-            return maps[0][..., :-1].transpose(1, 2)
-        N = self.config.num_tokens
-        att = torch.stack(maps)[..., N:].sum(dim=(0, 2)).mean(dim=1)  # (B*K, T)
-        return att.view(-1, self.config.num_components, att.shape[-1])
+# %% ../nbs/01_decomposer.ipynb #1d33dcf8
+def _hyperparameters_from_state(state: dict[str, torch.Tensor], source: Path) -> dict:
+    "What the tensor shapes fix: kind, components, tokens, width, the resampler's layers and the context's kernel."
+    context = state.get("mask_head.context.conv_1.weight")  # (D, D, kernel), lpd's option
+    kernel = 0 if context is None else context.shape[-1]
+    if "mask_head.router.blank" in state:  # lpd's token router: (N, D) blank, (K + 1, D) scores
+        (N, D), K = state["mask_head.router.blank"].shape, state["mask_head.router.scores.weight"].shape[0] - 1
+        return dict(num_components=K, num_tokens=N, width=D, kind="router", context_kernel=kernel)
+    if LATENTS_KEY not in state:
+        old = "queries" in state  # lpd 0.1 wrote its own, different decomposer
+        hint = " (an lpd 0.1 checkpoint: its decomposer was not the original's, retrain it)" if old else ""
+        raise ValueError(f"not a prompt decomposer checkpoint: {source} has no tensor '{LATENTS_KEY}'{hint}")
+    K, N, D = state[LATENTS_KEY].shape
+    blocks = {k.split(".")[3] for k in state if k.startswith("mask_head.connector.perceiver_blocks.")}
+    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks), kind="resampler",
+                context_kernel=kernel)
 
-    @torch.no_grad()
-    def set_blank(self, states: torch.Tensor) -> None:
-        "The router's blank: the empty prompt's T5 states `(num_tokens, width)` (or `(1, num_tokens, width)`)."
-        if self.config.kind != "router":
-            raise ValueError(f"set_blank needs kind='router', this decomposer is a {self.config.kind}")
-        blank = self.mask_head.router.blank
-        if states.shape[-2:] != blank.shape:
-            raise ValueError(f"set_blank needs the empty prompt's T5 states {tuple(blank.shape)}, "
-                             f"got {tuple(states.shape)}")
-        blank.copy_(states.reshape(blank.shape))
+# %% ../nbs/01_decomposer.ipynb #2d500049
+def _check_agree(found: dict, source: str, expected: dict) -> None:
+    "Raise one line naming the first hyperparameter where `source` (holding `found`) disagrees with `expected`."
+    for field, value in expected.items():
+        if value is not None and field in found and found[field] != value:
+            raise ValueError(f"decomposer hyperparameter mismatch: {source} holds {field}={found[field]!r}, "
+                             f"expected {field}={value!r}")
+
+# %% ../nbs/01_decomposer.ipynb #71dc0733
+class DecomposerCheckpointMixin:
+    "`PromptDecomposer`'s saving and loading: the original's file and key names, lpd's config beside them."
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True) -> None:
         "Write `config.json` and `model.safetensors` (the original's file name and key names) into `save_directory`."
@@ -286,59 +282,86 @@ class PromptDecomposer(ModelMixin, ConfigMixin):
     def _defaults(cls) -> dict:
         return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
 
-# %% ../nbs/01_decomposer.ipynb #b74db0a4
-def _locate_checkpoint(path: Path) -> tuple[Path, dict | None]:
-    "The weights file and the config beside it (None for the original's bare weights)."
-    if not path.exists():
-        raise FileNotFoundError(f"decomposer checkpoint not found: {path}")
-    if path.is_dir():
-        names = [WEIGHTS_NAME, "diffusion_pytorch_model.safetensors"]
-        weights = next((path / n for n in names if (path / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"no {WEIGHTS_NAME} in decomposer checkpoint directory {path}")
-    elif path.suffix == ".safetensors":
-        weights = path
-    else:
-        raise ValueError(f"decomposer checkpoint must be a directory or a .safetensors file, got {path}")
-    config_file = weights.parent / CONFIG_NAME
-    if not config_file.is_file():
-        return weights, None
-    try:
-        return weights, json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"corrupt decomposer config {config_file}: {e}") from None
+# %% ../nbs/01_decomposer.ipynb #0b4387a4
+class PromptDecomposer(DecomposerCheckpointMixin, ModelMixin, ConfigMixin):
+    "Split a T5 encoding `(B, T, width)` into `num_components` sub-prompts of `(B, num_tokens, width)`."
 
-# %% ../nbs/01_decomposer.ipynb #0537e9f1
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"corrupt decomposer checkpoint {path}: {e}") from None
+    config_name = CONFIG_NAME
 
-# %% ../nbs/01_decomposer.ipynb #1d33dcf8
-def _hyperparameters_from_state(state: dict[str, torch.Tensor], source: Path) -> dict:
-    "What the tensor shapes fix: kind, components, tokens, width, the resampler's layers and the context's kernel."
-    context = state.get("mask_head.context.conv_1.weight")  # (D, D, kernel), lpd's option
-    kernel = 0 if context is None else context.shape[-1]
-    if "mask_head.router.blank" in state:  # lpd's token router: (N, D) blank, (K + 1, D) scores
-        (N, D), K = state["mask_head.router.blank"].shape, state["mask_head.router.scores.weight"].shape[0] - 1
-        return dict(num_components=K, num_tokens=N, width=D, kind="router", context_kernel=kernel)
-    if LATENTS_KEY not in state:
-        old = "queries" in state  # lpd 0.1 wrote its own, different decomposer
-        hint = " (an lpd 0.1 checkpoint: its decomposer was not the original's, retrain it)" if old else ""
-        raise ValueError(f"not a prompt decomposer checkpoint: {source} has no tensor '{LATENTS_KEY}'{hint}")
-    K, N, D = state[LATENTS_KEY].shape
-    blocks = {k.split(".")[3] for k in state if k.startswith("mask_head.connector.perceiver_blocks.")}
-    return dict(num_components=K, num_tokens=N, width=D, num_layers=len(blocks), kind="resampler",
-                context_kernel=kernel)
+    @register_to_config
+    def __init__(
+        self,
+        *,
+        num_components: int = 4,  # K: sub-prompts, each rendered by one transformer pass per step
+        num_tokens: int = 128,  # N: tokens per sub-prompt
+        width: int = 4096,  # D: the T5 width, in and out (SD3.5: 4096)
+        num_heads: int = 32,  # attention heads per block
+        num_layers: int = 6,  # Perceiver blocks
+        use_attention_mask: bool = False,  # mask T5 padding (the original attends to it)
+        component_clip: str = "prompt",  # what each sub-prompt carries besides its tokens: the prompt's CLIP, or ""'s
+        composition: str = "mean",  # how the pipeline composes the components: "mean" (the original) or "sum"
+        context_kernel: int = 0,  # > 0: a TokenContext of this odd kernel before the resampler; 0: none (the original)
+        kind: str = "resampler",  # "resampler" (the original's) or "router" (lpd's TokenRouter: N = the T5 length)
+    ):
+        super().__init__()
+        _check_sizes(num_components, num_tokens, width, num_heads, num_layers)
+        _check_choices(component_clip, composition, context_kernel, kind)
+        # the original's module path (TextDecomposer.mask_head.connector), so state dicts match key for key
+        if kind == "resampler":
+            head = PerceiverResampler(num_components, num_tokens, width, num_heads, num_layers)
+            self.mask_head = nn.ModuleDict({"connector": head})
+        else:  # num_heads and num_layers are the resampler's: the router has neither
+            self.mask_head = nn.ModuleDict({"router": TokenRouter(num_components, num_tokens, width)})
+        if context_kernel:  # lpd's option; without it the state dict is the original's, key for key
+            self.mask_head["context"] = TokenContext(width, context_kernel)
 
-# %% ../nbs/01_decomposer.ipynb #2d500049
-def _check_agree(found: dict, source: str, expected: dict) -> None:
-    "Raise one line naming the first hyperparameter where `source` (holding `found`) disagrees with `expected`."
-    for field, value in expected.items():
-        if value is not None and field in found and found[field] != value:
-            raise ValueError(f"decomposer hyperparameter mismatch: {source} holds {field}={found[field]!r}, "
-                             f"expected {field}={value!r}")
+    def _run(self, text_embeds, attention_mask, need_weights=False):
+        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.config.width:
+            raise ValueError(f"PromptDecomposer expects text_embeds (B, T, {self.config.width}), "
+                             f"got {tuple(text_embeds.shape)}")
+        mask = attention_mask if self.config.use_attention_mask else None
+        if mask is not None and mask.shape != text_embeds.shape[:2]:
+            raise ValueError(f"attention_mask {tuple(mask.shape)} does not match text_embeds "
+                             f"{tuple(text_embeds.shape)}")
+        text = text_embeds.to(self.dtype)
+        context = self.mask_head.context(text, mask) if "context" in self.mask_head else text
+        if self.config.kind == "resampler":
+            return self.mask_head.connector(context, mask, need_weights)
+        return self.mask_head.router.route(text, context, mask)
+
+    def forward(
+        self,
+        text_embeds: torch.Tensor,  # (B, T, width): T5 hidden states of the prompt
+        attention_mask: torch.Tensor | None = None,  # (B, T) T5 mask; used only when config.use_attention_mask
+        return_scores: bool = False,  # a router's: also its logits (B, T, K + 1), what a per-token target trains
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
+        "The `num_components` sub-prompts, each `(B, num_tokens, width)` (and the router's scores if asked)."
+        if return_scores and self.config.kind != "router":
+            raise ValueError(f"return_scores needs kind='router', this decomposer is a {self.config.kind}")
+        x, maps = self._run(text_embeds, attention_mask)  # (B, K, N, D)
+        parts = list(x.unbind(dim=1))  # K x (B, N, D)
+        return (parts, maps[1]) if return_scores else parts
+
+    @torch.no_grad()
+    def text_attention(self, text_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        "How much each component reads each text token, `(B, K, T)`: summed over heads and blocks, mean over latents."
+        _, maps = self._run(text_embeds, attention_mask, need_weights=True)
+        if self.config.kind == "router":  # the routing weights themselves
+            return maps[0][..., :-1].transpose(1, 2)
+        N = self.config.num_tokens
+        att = torch.stack(maps)[..., N:].sum(dim=(0, 2)).mean(dim=1)  # (B*K, T)
+        return att.view(-1, self.config.num_components, att.shape[-1])
+
+    @torch.no_grad()
+    def set_blank(self, states: torch.Tensor) -> None:
+        "The router's blank: the empty prompt's T5 states `(num_tokens, width)` (or `(1, num_tokens, width)`)."
+        if self.config.kind != "router":
+            raise ValueError(f"set_blank needs kind='router', this decomposer is a {self.config.kind}")
+        blank = self.mask_head.router.blank
+        if states.shape[-2:] != blank.shape:
+            raise ValueError(f"set_blank needs the empty prompt's T5 states {tuple(blank.shape)}, "
+                             f"got {tuple(states.shape)}")
+        blank.copy_(states.reshape(blank.shape))
 
 # %% ../nbs/01_decomposer.ipynb #7ff174a4
 DECOMPOSER_FLAGS = {  # the original's flag (and lpd's decomposer_attention_mask) -> PromptDecomposer field
@@ -348,6 +371,7 @@ DECOMPOSER_FLAGS = {  # the original's flag (and lpd's decomposer_attention_mask
     "decomposer_kind": "kind",
 }
 
+# %% ../nbs/01_decomposer.ipynb #8ae623ae
 def decomposer_kwargs(text_dim: int, **flags) -> dict:
     "`PromptDecomposer` arguments from the flags (None = not given) for a model whose T5 is `text_dim` wide."
     unknown = set(flags) - set(DECOMPOSER_FLAGS)
@@ -358,6 +382,13 @@ def decomposer_kwargs(text_dim: int, **flags) -> dict:
         raise ValueError(f"--decomposer_width {kwargs['width']} differs from the model's T5 width {text_dim} "
                          f"(the decomposer reads and writes T5 states)")
     return kwargs
+
+# %% ../nbs/01_decomposer.ipynb #ec6819d0
+def _name_flags(message: str) -> str:
+    "A loading error with the original's flag beside each field: `expected width (--decomposer_width)=`."
+    for flag, field in DECOMPOSER_FLAGS.items():
+        message = message.replace(f"expected {field}=", f"expected {field} (--{flag})=")
+    return message
 
 # %% ../nbs/01_decomposer.ipynb #dab40549
 def load_decomposer(
@@ -370,7 +401,4 @@ def load_decomposer(
     try:
         return PromptDecomposer.from_pretrained(ckpt, torch_dtype, **decomposer_kwargs(text_dim, **flags))
     except ValueError as e:
-        message = str(e)
-        for flag, field in DECOMPOSER_FLAGS.items():
-            message = message.replace(f"expected {field}=", f"expected {field} (--{flag})=")
-        raise ValueError(message) from None
+        raise ValueError(_name_flags(str(e))) from None
