@@ -26,7 +26,7 @@ from .runs import write_decomposition
 from .text import check_prompt
 
 # %% auto #0
-__all__ = ['SCENE_SEED', 'held_out_scene', 'Exploration', 'explore', 'exploration_html', 'Explorer']
+__all__ = ['SCENE_SEED', 'held_out_scene', 'Exploration', 'explore', 'exploration_html', 'ExplorerActionsMixin', 'Explorer']
 
 # %% ../nbs/16_explore.ipynb #03450ac1
 SCENE_SEED = 7  # shapes_eval_prompts' seed for the explorer's scenes: held out like the study's prompts
@@ -61,6 +61,21 @@ class Exploration:
         "Write it as a run folder `lpd-report` reads: `samples/<prompt_id>_{composite,k<k>,decomposition}.*`."
         return write_decomposition(run_dir, self.record(prompt_id), self.composite, self.components)
 
+# %% ../nbs/16_explore.ipynb #01c16567
+def _selected(components: list[int] | None, K: int) -> list[int]:
+    "The components to compose, sorted and each once; None: all K."
+    selected = list(range(K)) if components is None else sorted(set(components))
+    if not selected or not all(0 <= k < K for k in selected):
+        raise ValueError(f"choose at least one component in [0, {K}) to compose, got {components}")
+    return selected
+
+# %% ../nbs/16_explore.ipynb #d377320d
+def _verdicts(truth: dict, images: list[PIL.Image.Image]) -> dict[str, list[dict]]:
+    "The judge's verdict on each key fact of `truth`, for the composite and each component (`k0`, `k1`, ...)."
+    scene, relations = row_truth(truth)
+    names = ["composite"] + [f"k{k}" for k in range(len(images) - 1)]
+    return {name: key_facts(scene, relations, *read_scene(image)) for name, image in zip(names, images)}
+
 # %% ../nbs/16_explore.ipynb #26b773d4
 @torch.no_grad()
 def explore(
@@ -77,9 +92,7 @@ def explore(
     if call.get("output_type", "pil") != "pil":
         raise ValueError(f"explore renders PIL images (the judge reads them), got output_type={call['output_type']!r}")
     K = pipe.decomposer.config.num_components
-    selected = list(range(K)) if components is None else sorted(set(components))
-    if not selected or not all(0 <= k < K for k in selected):
-        raise ValueError(f"choose at least one component in [0, {K}) to compose, got {components}")
+    selected = _selected(components, K)
     start = time.perf_counter()
     def render(parts):
         return pipe(prompt, components=parts, generator=torch.Generator("cpu").manual_seed(seed), **call).images[0]
@@ -89,11 +102,7 @@ def explore(
         if progress is not None:
             progress(len(images), K + 1)
     analysis = analyse_decomposition(pipe, prompt, call.get("max_sequence_length", 512))
-    verdicts = None
-    if truth is not None:
-        scene, relations = row_truth(truth)
-        names = ["composite"] + [f"k{k}" for k in range(K)]
-        verdicts = {name: key_facts(scene, relations, *read_scene(image)) for name, image in zip(names, images)}
+    verdicts = None if truth is None else _verdicts(truth, images)
     return Exploration(prompt, seed, selected, images[0], images[1:], analysis["words"], analysis["word_attention"],
                        analysis["similarity"], verdicts, time.perf_counter() - start, dict(call))
 
@@ -110,19 +119,18 @@ def _verdict_table(verdicts: dict[str, list[dict]]) -> str:
     "Facts down, images across, ✓ / ✗ in the cells, each metric's share at the bottom."
     names = list(verdicts)
     head = "".join(f"<th>{n}</th>" for n in names)
-    rows = []
-    for i, fact in enumerate(verdicts[names[0]]):
-        cells = "".join("<td>" + ("✓" if verdicts[n][i]["ok"] else "✗") + "</td>" for n in names)
-        rows.append(f"<tr><td>{html.escape(fact['fact'])}</td><td>{fact['metric']}</td>{cells}</tr>")
+    rows = [f"<tr><td>{html.escape(fact['fact'])}</td><td>{fact['metric']}</td>"
+            + "".join("<td>" + ("✓" if verdicts[n][i]["ok"] else "✗") + "</td>" for n in names) + "</tr>"
+            for i, fact in enumerate(verdicts[names[0]])]
     for m in METRICS:
         shares = [[f["ok"] for f in verdicts[n] if f["metric"] == m] for n in names]
         if shares[0]:
             rows.append(f"<tr><th>{m}</th><th></th>" + "".join(f"<th>{np.mean(s):.2f}</th>" for s in shares) + "</tr>")
     return (f'<table class="lpd-verdicts"><tr><th>fact</th><th>metric</th>{head}</tr>{"".join(rows)}</table>')
 
-# %% ../nbs/16_explore.ipynb #6fdf6bd5
-def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
-    "The composite and each component side by side, each with the words it reads most; similarity; verdicts."
+# %% ../nbs/16_explore.ipynb #17fde887
+def _cards(x: Exploration, tile: int, top: int) -> list[str]:
+    "The composite's card, then each component's with the `top` words it reads most."
     scores = np.asarray(x.word_attention)
     cards = [_png(x.composite, tile, "lpd-composite", "composite")
              + f"<div><b>composite</b> of {', '.join(f'k{k}' for k in x.selected)}</div>"]
@@ -130,7 +138,12 @@ def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
         words = ", ".join(html.escape(w) for w in top_words(x.words, scores[k], top))
         cards.append(_png(image, tile, "lpd-component", f"component {k}")
                      + f'<div><b>k{k}</b> reads most: <span class="lpd-words">{words}</span></div>')
-    cells = "".join(f'<div style="width:{tile}px;margin:4px;font-size:12px">{c}</div>' for c in cards)
+    return cards
+
+# %% ../nbs/16_explore.ipynb #6fdf6bd5
+def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
+    "The composite and each component side by side, each with the words it reads most; similarity; verdicts."
+    cells = "".join(f'<div style="width:{tile}px;margin:4px;font-size:12px">{c}</div>' for c in _cards(x, tile, top))
     K, off = len(x.similarity), off_diagonal(torch.tensor(x.similarity)[None]).mean().item()  # NaN for K = 1
     strips = attention_html({"words": x.words, "word_attention": x.word_attention}, top)  # as the report draws it
     parts = [f'<div style="display:flex;flex-wrap:wrap">{cells}</div>',
@@ -145,8 +158,63 @@ def exploration_html(x: Exploration, tile: int = 160, top: int = 6) -> str:
                      "an edited prompt has none).</p>")
     return "".join(parts)
 
+# %% ../nbs/16_explore.ipynb #d47f8a7d
+class ExplorerActionsMixin:
+    "What the `Explorer`'s buttons do: load, draw a scene, render, save; each guarded so a bad input is one line."
+
+    def _guard(self, action):
+        "Run a button's action; a bad input is one red line in the interface, which stays usable."
+        self.status.value = ""
+        try:
+            action()
+        except (ValueError, FileNotFoundError) as e:
+            self.status.value = f'<span style="color:#b00" class="lpd-error">{html.escape(str(e))}</span>'
+
+    def load(self):
+        "Load the model and decomposer the fields name (unless loaded already); take the decomposer's settings."
+        if self.pipe is None or self._loaded != self._names():
+            self.pipe = None  # a load that fails leaves no model, never the old one under the new name
+            self.pipe = load_pipeline(self.model.value or None, self.ckpt.value or _default_ckpt(self.model.value),
+                                      self.device)
+            self.pipe.set_progress_bar_config(disable=True)
+            self._loaded = self._names()
+        config = self.pipe.decomposer.config
+        # the settings it renders with when none are given (the pipeline's rule: the decomposer's, else defaults)
+        self.composition.value, _, self.negative.value, self.guidance.value = self.pipe.composition_settings()
+        self.toggles.children = [self.W.Checkbox(value=True, description=f"k{k}", indent=False,
+                                                 layout=self.W.Layout(width="4em"))
+                                 for k in range(config.num_components)]
+        self.status.value = f"loaded: {self._loaded[0] or 'the embedded default'} · K = {config.num_components}"
+
+    def next_scene(self):
+        "Draw the next held-out scene into the text area; its truth gives the verdicts."
+        self.index += 1
+        self.truth = held_out_scene(self.index)
+        self.prompt.value = self.truth["prompt"]
+
+    def render(self):
+        "Render with the current settings and show the result."
+        if self.pipe is None:
+            raise ValueError("no model is loaded: fix the model field and press load")
+        truth = self.truth if self.prompt.value == self.truth["prompt"] else None
+        chosen = [k for k, box in enumerate(self.toggles.children) if box.value]
+        self.progress.value, self.progress.max = 0, len(self.toggles.children) + 1
+        self.result = explore(self.pipe, self.prompt.value, truth=truth, seed=self.seed.value, components=chosen,
+                              progress=lambda done, total: setattr(self.progress, "value", done),
+                              num_inference_steps=self.steps.value, guidance_scale=self.guidance.value,
+                              composition=self.composition.value, negative_branch=self.negative.value,
+                              negative_every=self.every.value)
+        self.output.value = exploration_html(self.result)
+
+    def save(self):
+        "Write the last render as a run folder (`lpd-report` reads it)."
+        if self.result is None:
+            raise ValueError("nothing to save yet: press render first")
+        self.result.save(self.run_dir.value, f"explore-{self.index}-s{self.seed.value}")
+        self.status.value = f"saved to {html.escape(self.run_dir.value)}/samples/"
+
 # %% ../nbs/16_explore.ipynb #c4f8fb10
-class Explorer:
+class Explorer(ExplorerActionsMixin):
     "The explorer (ipywidgets): a long prompt and settings in; composite, components, words and verdicts out."
 
     def __init__(
@@ -204,59 +272,8 @@ class Explorer:
         from IPython.display import display
         display(self.ui)
 
-    def _guard(self, action):
-        "Run a button's action; a bad input is one red line in the interface, which stays usable."
-        self.status.value = ""
-        try:
-            action()
-        except (ValueError, FileNotFoundError) as e:
-            self.status.value = f'<span style="color:#b00" class="lpd-error">{html.escape(str(e))}</span>'
-
-    def load(self):
-        "Load the model and decomposer the fields name (unless loaded already); take the decomposer's settings."
-        if self.pipe is None or self._loaded != self._names():
-            self.pipe = None  # a load that fails leaves no model, never the old one under the new name
-            self.pipe = load_pipeline(self.model.value or None, self.ckpt.value or _default_ckpt(self.model.value),
-                                      self.device)
-            self.pipe.set_progress_bar_config(disable=True)
-            self._loaded = self._names()
-        config = self.pipe.decomposer.config
-        # the settings it renders with when none are given (the pipeline's rule: the decomposer's, else defaults)
-        self.composition.value, _, self.negative.value, self.guidance.value = self.pipe.composition_settings()
-        self.toggles.children = [self.W.Checkbox(value=True, description=f"k{k}", indent=False,
-                                                 layout=self.W.Layout(width="4em"))
-                                 for k in range(config.num_components)]
-        self.status.value = f"loaded: {self._loaded[0] or 'the embedded default'} · K = {config.num_components}"
-
     def _names(self):
         return (self.model.value, self.ckpt.value)
-
-    def next_scene(self):
-        "Draw the next held-out scene into the text area; its truth gives the verdicts."
-        self.index += 1
-        self.truth = held_out_scene(self.index)
-        self.prompt.value = self.truth["prompt"]
-
-    def render(self):
-        "Render with the current settings and show the result."
-        if self.pipe is None:
-            raise ValueError("no model is loaded: fix the model field and press load")
-        truth = self.truth if self.prompt.value == self.truth["prompt"] else None
-        chosen = [k for k, box in enumerate(self.toggles.children) if box.value]
-        self.progress.value, self.progress.max = 0, len(self.toggles.children) + 1
-        self.result = explore(self.pipe, self.prompt.value, truth=truth, seed=self.seed.value, components=chosen,
-                              progress=lambda done, total: setattr(self.progress, "value", done),
-                              num_inference_steps=self.steps.value, guidance_scale=self.guidance.value,
-                              composition=self.composition.value, negative_branch=self.negative.value,
-                              negative_every=self.every.value)
-        self.output.value = exploration_html(self.result)
-
-    def save(self):
-        "Write the last render as a run folder (`lpd-report` reads it)."
-        if self.result is None:
-            raise ValueError("nothing to save yet: press render first")
-        self.result.save(self.run_dir.value, f"explore-{self.index}-s{self.seed.value}")
-        self.status.value = f"saved to {html.escape(self.run_dir.value)}/samples/"
 
 # %% ../nbs/16_explore.ipynb #e139642a
 def _default_ckpt(model: str) -> str:
