@@ -52,6 +52,18 @@ def shapes_eval_prompts(
 BASELINES = ("full", "leading", "split", "oracle_objects", "oracle_pairs")
 COMPOSED_BASELINES = ("split", "oracle_objects", "oracle_pairs")  # those that compose sub-prompts
 
+# %% ../nbs/06d_evaluate.ipynb #6f61cd7d
+def _oracle_rows(rows: list[dict], baseline: str) -> list[dict]:
+    "`oracle_objects` / `oracle_pairs`: each row's sub-prompts, one caption per object or pair of its truth."
+    missing = next((r["id"] for r in rows if "scene" not in r), None)
+    if missing is not None:
+        raise ValueError(f"--baseline {baseline} builds sub-prompts from a shapes-world truth; prompt {missing!r} "
+                         "has none")
+    per = baseline.removeprefix("oracle_").removesuffix("s")  # object, pair
+    return [{**r, "sub_prompts": oracle_captions(Scene.from_json(r["scene"]), random.Random(f"oracle-{r['id']}"),
+                                                 per, r.get("phrasing", "train"))} for r in rows]
+
+# %% ../nbs/06d_evaluate.ipynb #920f61fc
 def baseline_rows(
     rows: list[dict],
     baseline: str = "full",
@@ -69,13 +81,7 @@ def baseline_rows(
     if baseline == "split":
         return [{**r, "sub_prompts": split_sentences(r["prompt"], num_components)} for r in rows]
     if baseline in ("oracle_objects", "oracle_pairs"):
-        missing = next((r["id"] for r in rows if "scene" not in r), None)
-        if missing is not None:
-            raise ValueError(f"--baseline {baseline} builds sub-prompts from a shapes-world truth; prompt {missing!r} "
-                             "has none")
-        per = baseline.removeprefix("oracle_").removesuffix("s")  # object, pair
-        return [{**r, "sub_prompts": oracle_captions(Scene.from_json(r["scene"]), random.Random(f"oracle-{r['id']}"),
-                                                     per, r.get("phrasing", "train"))} for r in rows]
+        return _oracle_rows(rows, baseline)
     raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
 
 # %% ../nbs/06d_evaluate.ipynb #3286fb62
@@ -98,8 +104,6 @@ def generate(pipe, rows: list[dict], out_dir: Path, seeds: list[int], batch_size
     return paths
 
 # %% ../nbs/06d_evaluate.ipynb #9e246cb3
-LENGTH_EDGES = [0, 150, 250, 350, 450, 10_000]  # T5-token bins of the long captions
-
 def judge_images(rows: list[dict], out_dir: Path, seeds: list[int]) -> list[dict]:
     "Per-(prompt, seed) scores of the rows that carry a shapes-world truth."
     records = []
@@ -111,6 +115,9 @@ def judge_images(rows: list[dict], out_dir: Path, seeds: list[int]) -> list[dict
             records.append({"id": r["id"], "seed": seed, "num_objects": r["num_objects"],
                             "t5_tokens": r["t5_tokens"], **scores})
     return records
+
+# %% ../nbs/06d_evaluate.ipynb #bbcbf27f
+LENGTH_EDGES = [0, 150, 250, 350, 450, 10_000]  # T5-token bins of the long captions
 
 # %% ../nbs/06d_evaluate.ipynb #8b5a95ba
 def write_report(records: list[dict], out_dir: Path, label: str) -> dict:
@@ -165,6 +172,25 @@ def evaluate(
         metrics.update(write_report(records, out_dir, label))
     return metrics
 
+# %% ../nbs/06d_evaluate.ipynb #60d1677e
+def _add_baseline_args(p: argparse.ArgumentParser) -> None:
+    "The flags of the baselines: a plain model shown the prompt another way."
+    p.add_argument("--baseline", default="full", choices=BASELINES,
+                   help="without a decomposer: the whole prompt, its leading sentences, its sentences split, or "
+                        "(shapes-world prompts) one caption per object or per pair of objects from the truth")
+    p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
+    p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
+                   help="--baseline split: one component per sentence (all, the default) or the sentences dealt "
+                        "into K")
+
+# %% ../nbs/06d_evaluate.ipynb #8a6e0ddd
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    "The transformer's speed-ups (`lpd.speedups`), each off by default."
+    p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
+    p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
+    p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
+    p.add_argument("--cuda_graphs", action="store_true", help="replay the transformer from CUDA graphs (CUDA)")
+
 # %% ../nbs/06d_evaluate.ipynb #572a3898
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lpd-eval", description="Render a prompt set; judge shapes-world prompts.")
@@ -186,23 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objects per drawn shapes-world prompt")
     p.add_argument("--shapes_phrasing", default="eval", choices=["eval", "train"],
                    help="phrasings of the drawn prompts: unseen in training (eval) or the training captions' own")
-    p.add_argument("--baseline", default="full", choices=BASELINES,
-                   help="without a decomposer: the whole prompt, its leading sentences, its sentences split, or "
-                        "(shapes-world prompts) one caption per object or per pair of objects from the truth")
-    p.add_argument("--leading_tokens", type=int, default=64, help="--baseline leading: the T5 token budget")
-    p.add_argument("--split_components", type=split_components, default=None, metavar="all|K",
-                   help="--baseline split: one component per sentence (all, the default) or the sentences dealt "
-                        "into K")
+    _add_baseline_args(p)
     add_composition_args(p)  # with a decomposer or a composing baseline (split, oracle_*): SPLIT_SETTINGS for those
-    p.add_argument("--compile", action="store_true", help="compile the transformer's blocks (regional, static shapes)")
-    p.add_argument("--fp8", action="store_true", help="fp8 matmuls in the transformer's blocks (torchao, H100+)")
-    p.add_argument("--fuse_qkv", action="store_true", help="one matmul for q, k and v in every attention")
-    p.add_argument("--cuda_graphs", action="store_true", help="replay the transformer from CUDA graphs (CUDA)")
+    _add_speed_args(p)
     return p
 
-# %% ../nbs/06d_evaluate.ipynb #48a49983
-def sampling_settings(args) -> dict:
-    "The pipeline's composition arguments for this run (before loading): checked flags, a split's defaults."
+# %% ../nbs/06d_evaluate.ipynb #dfb1ffa8
+def _check_sources(args) -> None:
+    "One prompt set, and the decomposer or the baseline that renders it: one line naming the first clash."
     if (args.prompts is None) == (args.shapes_eval is None):
         raise ValueError("give exactly one of --prompts and --shapes_eval")
     if args.decomposer_ckpt and args.baseline != "full":
@@ -210,6 +227,11 @@ def sampling_settings(args) -> dict:
                          "drop --decomposer_ckpt or the --baseline")
     if args.split_components is not None and args.baseline != "split":
         raise ValueError("--split_components needs --baseline split")
+
+# %% ../nbs/06d_evaluate.ipynb #48a49983
+def sampling_settings(args) -> dict:
+    "The pipeline's composition arguments for this run (before loading): checked flags, a split's defaults."
+    _check_sources(args)
     defaults = build_parser().parse_args(["--output_dir", "."])  # composition flags left at their defaults
     given = {k: v for k, v in composition_kwargs(args).items()
              if k != "guidance_scale" and v != getattr(defaults, k)}
@@ -219,6 +241,18 @@ def sampling_settings(args) -> dict:
                              f"split, oracle_objects or oracle_pairs")
         return {"guidance_scale": GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale}
     return flag_settings(args, composed=not args.decomposer_ckpt)  # checked as the pipeline checks them
+
+# %% ../nbs/06d_evaluate.ipynb #2534e917
+def _speed_up(transformer, args) -> None:
+    "The speed-up flags applied in this order: fusing needs plain weights, the graphs capture what the others made."
+    if args.fuse_qkv:
+        fuse_qkv(transformer)
+    if args.fp8:
+        fp8_blocks(transformer)
+    if args.compile:
+        compile_blocks(transformer)
+    if args.cuda_graphs:
+        cuda_graphs(transformer)
 
 # %% ../nbs/06d_evaluate.ipynb #900c0e74
 def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records
@@ -230,14 +264,7 @@ def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the co
     if pipe is None:  # a caller that also samples decompositions hands over the pipeline it loaded
         pipe = load_pipeline(model, args.decomposer_ckpt, args.device, args.dtype)
         pipe.set_progress_bar_config(disable=True)
-    if args.fuse_qkv:  # in this order: fusing needs plain weights, the graphs capture what the others made
-        fuse_qkv(pipe.transformer)
-    if args.fp8:
-        fp8_blocks(pipe.transformer)
-    if args.compile:
-        compile_blocks(pipe.transformer)
-    if args.cuda_graphs:
-        cuda_graphs(pipe.transformer)
+    _speed_up(pipe.transformer, args)
     if args.baseline in COMPOSED_BASELINES:
         pipe = text_composer(pipe)  # the same modules, composing given texts
     rows = read_prompts(args.prompts) if args.prompts else shapes_eval_prompts(
