@@ -28,9 +28,10 @@ from .text import PromptEncoding, check_max_sequence_length, encode_clip, encode
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'GUIDANCE_SCALE', 'SPLIT_SETTINGS', 'NEGATIVE_BRANCHES', 'COMPONENT_CLIPS', 'add_composition_args',
            'composition_kwargs', 'compose_noise_pred', 'needs_unconditional', 'check_composition_settings',
-           'flag_settings', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'DecomposeInputsMixin',
-           'DecomposeEmbedsMixin', 'DecomposeRendersMixin', 'DecomposeLoopMixin', 'PromptDecomposePipeline',
-           'model_facts', 'load_pipeline', 'text_composer']
+           'flag_settings', 'sub_prompts', 'predict_components', 'DecomposeOutput', 'by_component', 'negative_texts',
+           'shared_rows', 'DecomposeInputsMixin', 'DecomposeTextsMixin', 'DecomposeEmbedsMixin',
+           'DecomposeRendersMixin', 'DecomposeLoopMixin', 'PromptDecomposePipeline', 'model_facts', 'load_pipeline',
+           'text_composer']
 
 # %% ../nbs/04_pipeline.ipynb #71b0a9a9
 GUIDANCE_SCALES = {"mean": 4.5, "sum": 2.0}  # the default guidance of each rule: the original's 4.5; w = 2 for the
@@ -43,6 +44,7 @@ NEGATIVE_BRANCHES = ("per_component", "shared")  # the original's K negative sub
 COMPONENT_CLIPS = DECOMPOSER_CLIPS + ("own",)  # each sub-prompt's CLIP states and pooled vector: the whole prompt's
 # (the original's layout), the empty prompt's (T5-only components), or its own text's (given texts only)
 
+# %% ../nbs/04_pipeline.ipynb #6acb3e37
 def add_composition_args(parser) -> None:
     "lpd-infer's and lpd-eval's flags for the pipeline's composition arguments (`composition_kwargs` reads them)."
     parser.add_argument("--guidance_scale", type=float, default=None, help="default 4.5 under the mean rule, 2 under "
@@ -101,23 +103,22 @@ def needs_unconditional(guidance_scale: float, composition: str) -> bool:
     "Whether the unconditional branch runs: guidance above 1, or the sum rule (its base at any guidance)."
     return guidance_scale > 1 or composition == "sum"
 
-# %% ../nbs/04_pipeline.ipynb #444fbdb9
-def check_composition_settings(
-    settings: dict,  # `composition_kwargs`' names; None or absent: not known yet
-    sub_prompts: bool = False,  # whether the call composes given texts (a split, an oracle) rather than a decomposer's
-    flags: bool = False,  # say a bad setting as its command-line flag (`--negative_every 2`), not as an argument
-) -> None:
-    "Raise `ValueError` naming the first bad composition setting."
-    s = {k: v for k, v in settings.items() if v is not None}
-    said = (lambda name: f"--{name} {s[name]}") if flags else (lambda name: f"{name}={s[name]!r}")
+# %% ../nbs/04_pipeline.ipynb #db7c34c1
+def _check_named_settings(s: dict, sub_prompts: bool, flags: bool) -> None:
+    "The rule, CLIP part and negative branch among their choices; each text's own CLIP part only for given texts."
     for name, allowed in (("composition", COMPOSITIONS), ("component_clip", COMPONENT_CLIPS),
                           ("negative_branch", NEGATIVE_BRANCHES)):
         if name in s and s[name] not in allowed:
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {s[name]!r}" if flags else
                              f"{name} must be one of {allowed}, got {s[name]!r}")
     if s.get("component_clip") == "own" and not sub_prompts:
-        raise ValueError(f"{said('component_clip')} needs {'texts to compose' if flags else 'sub_prompts'}: a "
-                         "decomposer's components have no text of their own")
+        said = f"--component_clip {s['component_clip']}" if flags else f"component_clip={s['component_clip']!r}"
+        raise ValueError(f"{said} needs {'texts to compose' if flags else 'sub_prompts'}: a decomposer's components "
+                         "have no text of their own")
+
+# %% ../nbs/04_pipeline.ipynb #43655076
+def _check_negative_schedule(settings: dict, s: dict, flags: bool) -> None:
+    "`negative_every`: whole steps of a shared unconditional pass that runs; `negative_every_start`: a fraction."
     every, start = settings.get("negative_every", 1), settings.get("negative_every_start", 0.0)
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"{'--' if flags else ''}negative_every must be a whole number of steps >= 1, got {every!r}")
@@ -132,6 +133,10 @@ def check_composition_settings(
         raise ValueError(f"--negative_every_start {start} needs --negative_every > 1 and a fraction in [0, 1)" if flags
                          else f"negative_every_start must be in [0, 1) with negative_every > 1, got {start!r} with "
                               f"negative_every={every}")
+
+# %% ../nbs/04_pipeline.ipynb #b76426fa
+def _check_rows_and_length(s: dict, sub_prompts: bool, flags: bool) -> None:
+    "`transformer_batch_size` a positive count of rows; `sub_prompt_length` only for given texts, a T5 length."
     size = s.get("transformer_batch_size")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ValueError(f"{'--' if flags else ''}transformer_batch_size must be a positive number of rows, "
@@ -142,6 +147,18 @@ def check_composition_settings(
                              "at --max_sequence_length" if flags else
                              "sub_prompt_length is the T5 length of sub_prompts; pass them, or drop it")
         check_max_sequence_length(s["sub_prompt_length"], f"{'--' if flags else ''}sub_prompt_length")
+
+# %% ../nbs/04_pipeline.ipynb #444fbdb9
+def check_composition_settings(
+    settings: dict,  # `composition_kwargs`' names; None or absent: not known yet
+    sub_prompts: bool = False,  # whether the call composes given texts (a split, an oracle) rather than a decomposer's
+    flags: bool = False,  # say a bad setting as its command-line flag (`--negative_every 2`), not as an argument
+) -> None:
+    "Raise `ValueError` naming the first bad composition setting."
+    s = {k: v for k, v in settings.items() if v is not None}  # the settings known
+    _check_named_settings(s, sub_prompts, flags)
+    _check_negative_schedule(settings, s, flags)
+    _check_rows_and_length(s, sub_prompts, flags)
 
 # %% ../nbs/04_pipeline.ipynb #85a15996
 def flag_settings(args, composed: bool) -> dict:
@@ -202,6 +219,28 @@ class DecomposeOutput(BaseOutput):
 
     composite: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None  # None with include_composite=False
     components: list  # K entries, each like `composite`
+
+# %% ../nbs/04_pipeline.ipynb #f988f902
+def by_component(x: torch.Tensor, B: int, K: int, n: int) -> torch.Tensor:
+    "Rows `(B*K*n, ...)` in (prompt, component, image) order -> `(K, B*n, ...)`, each component's in (prompt, image)."
+    return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
+
+# %% ../nbs/04_pipeline.ipynb #d7d9ea21
+def negative_texts(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
+    "One negative text per prompt: a string (None: `\"\"`) repeated `batch` times, or the list given."
+    negative = negative_prompt if negative_prompt is not None else ""
+    return [negative] * batch if isinstance(negative, str) else list(negative)
+
+# %% ../nbs/04_pipeline.ipynb #438ddc62
+def shared_rows(
+    neg: torch.Tensor,  # (B, S, D) the unconditional rows
+    neg_pooled: torch.Tensor,  # (B, P)
+    embeds: torch.Tensor,  # (1, K, B, S, D) the components' rows, one branch
+    pooled: torch.Tensor,  # (1, B, P) shared by the components, or (1, K, B, P) their own
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "`[unconditional ; K components]` as one branch: `(1, 1 + K, B, S, D)` and `(1, 1 + K, B, P)`."
+    pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(embeds.shape[1], *pooled.shape[1:])
+    return torch.cat([neg[None], embeds[0]])[None], torch.cat([neg_pooled[None], pooled])[None]
 
 # %% ../nbs/04_pipeline.ipynb #0ce36a27
 class DecomposeInputsMixin:
@@ -264,8 +303,8 @@ class DecomposeInputsMixin:
         return sub_prompts
 
 # %% ../nbs/04_pipeline.ipynb #5f8e8e73
-class DecomposeEmbedsMixin:
-    "Texts and prompts to the transformer's sub-prompt rows, for `PromptDecomposePipeline`."
+class DecomposeTextsMixin:
+    "Texts to the transformer's rows as stock SD3 encodes them, for `PromptDecomposePipeline`."
 
     def plain_embeds(self, texts: list[str], num_images_per_prompt: int = 1, max_sequence_length: int = 512,
                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,11 +320,6 @@ class DecomposeEmbedsMixin:
         states, pooled = encode_clip(self, texts, num_images_per_prompt, self._execution_device, clip_skip)
         return states.to(self.transformer.dtype), pooled.to(self.transformer.dtype)
 
-    @staticmethod
-    def _negatives(negative_prompt, batch: int) -> list[str]:
-        negative = negative_prompt if negative_prompt is not None else ""
-        return [negative] * batch if isinstance(negative, str) else list(negative)
-
     def text_embeds(self, sub_prompts: list[list[str]], negative_prompt, num_images_per_prompt: int = 1,
                     max_sequence_length: int = 512, clip_skip: int | None = None, with_negative: bool = True,
                     component_clip: str = "own"):
@@ -295,9 +329,7 @@ class DecomposeEmbedsMixin:
         mask = torch.tensor([[k < len(texts) for texts in sub_prompts] for k in range(K)],
                             device=self._execution_device)  # (K, B)
         embeds, pooled = self.plain_embeds([t for texts in padded for t in texts], n, max_sequence_length, clip_skip)
-        def by_component(x):  # (B*K*n, ...) -> (K, B*n, ...): each component's rows in the batch's (b, image) order
-            return x.view(B, K, n, *x.shape[1:]).transpose(0, 1).reshape(K, B * n, *x.shape[1:])
-        embeds, pooled = by_component(embeds), by_component(pooled)
+        embeds, pooled = by_component(embeds, B, K, n), by_component(pooled, B, K, n)
         if component_clip != "own":  # the whole prompt's (its texts joined) or the empty CLIP part
             wholes = [" ".join(texts) for texts in sub_prompts] if component_clip == "prompt" else [""] * B
             clip, clip_pooled = self.clip_embeds(wholes, n, clip_skip)  # (B*n, 77, D), (B*n, P)
@@ -305,10 +337,14 @@ class DecomposeEmbedsMixin:
             pooled = clip_pooled.expand(K, *clip_pooled.shape)
         embeds, pooled = [embeds], [pooled]
         if with_negative and self.do_classifier_free_guidance:  # one negative per prompt, the same for its components
-            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B), n, max_sequence_length)
+            neg, neg_pooled = self.plain_embeds(negative_texts(negative_prompt, B), n, max_sequence_length)
             embeds.insert(0, neg.expand(K, *neg.shape))
             pooled.insert(0, neg_pooled.expand(K, *neg_pooled.shape))
         return torch.stack(embeds), torch.stack(pooled), mask.repeat_interleave(n, dim=1)
+
+# %% ../nbs/04_pipeline.ipynb #f2c33b12
+class DecomposeEmbedsMixin:
+    "A prompt through the decomposer to sub-prompt rows, and a call's rows laid out, for `PromptDecomposePipeline`."
 
     def sub_prompt_embeds(self, encoding: PromptEncoding, components: list[int] | None = None,
                           clip_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -327,7 +363,7 @@ class DecomposeEmbedsMixin:
         enc = encode_long_prompt(self, prompt, num_images_per_prompt, max_sequence_length, device, clip_skip)
         if not do_classifier_free_guidance:
             return enc, None
-        negatives = self._negatives(negative_prompt, 1 if isinstance(prompt, str) else len(prompt))
+        negatives = negative_texts(negative_prompt, 1 if isinstance(prompt, str) else len(prompt))
         return enc, encode_long_prompt(self, negatives, num_images_per_prompt, max_sequence_length, device)
 
     def _decomposed_embeds(self, prompt, negative_prompt, prompt_encoding, negative_prompt_encoding, components,
@@ -370,13 +406,11 @@ class DecomposeEmbedsMixin:
                                                      negative_prompt_encoding, components, num_images_per_prompt,
                                                      max_sequence_length, clip_skip, not shared, component_clip)
         if shared:  # the rows become [unconditional ; K components] of one branch
-            K, B = embeds.shape[1:3]
+            B = embeds.shape[2]
             images = B // len(negative_prompt) if isinstance(negative_prompt, list) else B  # rows of each negative
-            neg, neg_pooled = self.plain_embeds(self._negatives(negative_prompt, B // images), images,
+            neg, neg_pooled = self.plain_embeds(negative_texts(negative_prompt, B // images), images,
                                                 embeds.shape[3] - self.tokenizer_max_length)
-            pooled = pooled[0] if pooled.ndim == 4 else pooled[0].expand(K, *pooled.shape[1:])
-            embeds = torch.cat([neg[None], embeds[0]])[None]  # (1, 1 + K, B, S, D)
-            pooled = torch.cat([neg_pooled[None], pooled])[None]  # (1, 1 + K, B, P)
+            embeds, pooled = shared_rows(neg, neg_pooled, embeds, pooled)
         return embeds, pooled, mask
 
 # %% ../nbs/04_pipeline.ipynb #952eb09c
@@ -484,7 +518,7 @@ class DecomposeLoopMixin:
         return self.image_processor.postprocess(image, output_type=output_type)
 
 # %% ../nbs/04_pipeline.ipynb #aea4c24b
-class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, DecomposeLoopMixin,
+class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeTextsMixin, DecomposeEmbedsMixin, DecomposeLoopMixin,
                               DecomposeRendersMixin, StableDiffusion3Pipeline):
     r"""SD3 with a prompt decomposer: K sub-prompts denoise in one batch and their predictions are composed.
 
@@ -609,15 +643,20 @@ class PromptDecomposePipeline(DecomposeInputsMixin, DecomposeEmbedsMixin, Decomp
         self.maybe_free_model_hooks()
         return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
 
-# %% ../nbs/04_pipeline.ipynb #2ab7cf80
-def model_facts(model: str | os.PathLike, **hub_kwargs) -> dict:
-    "What an SD3 folder's (or hub model's) configs fix: pixel multiple, native size, T5 width. Errors name it."
+# %% ../nbs/04_pipeline.ipynb #a97c27bf
+def _check_model_path(model: str | os.PathLike) -> None:
+    "A diffusers folder (with `model_index.json`), or a hub name `owner/name`: else one line naming it."
     path = Path(model)
     hub_id = not path.exists() and str(model).count("/") == 1 and not str(model).startswith((".", "/"))
     if not path.exists() and not hub_id:
         raise FileNotFoundError(f"model directory not found: {model}")
     if path.exists() and not (path / "model_index.json").is_file():
         raise ValueError(f"not a diffusers model directory (no model_index.json): {model}")
+
+# %% ../nbs/04_pipeline.ipynb #2ab7cf80
+def model_facts(model: str | os.PathLike, **hub_kwargs) -> dict:
+    "What an SD3 folder's (or hub model's) configs fix: pixel multiple, native size, T5 width. Errors name it."
+    _check_model_path(model)
     try:
         transformer = SD3Transformer2DModel.load_config(model, subfolder="transformer", **hub_kwargs)
         vae = AutoencoderKL.load_config(model, subfolder="vae", **hub_kwargs)
@@ -650,16 +689,18 @@ def load_pipeline(
     decomposer = None
     if decomposer_ckpt is not None:
         decomposer = load_decomposer(decomposer_ckpt, facts["text_dim"], torch_dtype=dtype, **flags)
+    return _from_pretrained(model, decomposer, dtype=dtype, variant=variant, **skipped, **hub).to(device)
+
+# %% ../nbs/04_pipeline.ipynb #870a2677
+def _from_pretrained(model: str, decomposer: PromptDecomposer | None, **kwargs):
+    "diffusers' own loading, quietly: stock SD3 without a decomposer, else with it; a failure is one line."
     try:
         with _no_loading_bars():
             if decomposer is None:
-                pipe = StableDiffusion3Pipeline.from_pretrained(model, dtype=dtype, variant=variant, **skipped, **hub)
-            else:
-                pipe = PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, dtype=dtype,
-                                                               variant=variant, **skipped, **hub)
+                return StableDiffusion3Pipeline.from_pretrained(model, **kwargs)
+            return PromptDecomposePipeline.from_pretrained(model, decomposer=decomposer, **kwargs)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load the SD3 pipeline from {model}: {' '.join(str(e).split())[:300]}") from None
-    return pipe.to(device)
 
 # %% ../nbs/04_pipeline.ipynb #dfbc358c
 def text_composer(pipe: StableDiffusion3Pipeline) -> PromptDecomposePipeline:
