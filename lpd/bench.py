@@ -161,15 +161,20 @@ def _router(m: dict, device) -> PromptDecomposer:
     dec.set_blank(torch.randn(T, width))
     return dec
 
+# %% ../nbs/14_bench.ipynb #7a2d71b1
+def _random_encoding(batch: int, T: int, D: int, P: int, device, dtype) -> PromptEncoding:
+    "Random encodings of `batch` prompts, shaped as `lpd.text`'s: CLIP `(77, D)`, T5 `(T, D)` unmasked, pooled `(P,)`."
+    return PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
+                          t5_embeds=torch.randn(batch, T, D, device=device, dtype=dtype),
+                          t5_mask=torch.ones(batch, T, device=device, dtype=torch.long),
+                          pooled_embeds=torch.randn(batch, P, device=device, dtype=dtype))
+
 # %% ../nbs/14_bench.ipynb #7c1e0a08
 def _training_inputs(m: dict, size: int, batch: int, num_tokens: int, device, dtype) -> dict:
     "Random encodings (and the empty prompt's: the first row, T5 cut to `num_tokens`), latents, noise at sigma 0.5."
-    tf, T = m["transformer"], m["spec"]["t5_tokens"]
-    D, side = tf.config.joint_attention_dim, size // m["spec"]["vae_factor"]
-    enc = PromptEncoding(clip_embeds=torch.randn(batch, 77, D, device=device, dtype=dtype),
-                         t5_embeds=torch.randn(batch, T, D, device=device, dtype=dtype),
-                         t5_mask=torch.ones(batch, T, device=device, dtype=torch.long),
-                         pooled_embeds=torch.randn(batch, tf.config.pooled_projection_dim, device=device, dtype=dtype))
+    tf, side = m["transformer"], size // m["spec"]["vae_factor"]
+    enc = _random_encoding(batch, m["spec"]["t5_tokens"], tf.config.joint_attention_dim,
+                           tf.config.pooled_projection_dim, device, dtype)
     empty = PromptEncoding(clip_embeds=enc.clip_embeds[:1], t5_embeds=enc.t5_embeds[:1, :num_tokens],
                            t5_mask=enc.t5_mask[:1, :num_tokens], pooled_embeds=enc.pooled_embeds[:1])
     latents = torch.randn(batch, tf.config.in_channels, side, side, device=device, dtype=dtype)
@@ -247,6 +252,14 @@ def _time_text(m: dict, batch: int, device, dtype, warmup: int, iters: int) -> l
              **measure(lambda: dec(t5_states), device, warmup, iters)},
             {"name": "T5 encode", "tokens": T, "batch": batch, **measure(lambda: m["t5"](ids), device, warmup, iters)}]
 
+# %% ../nbs/14_bench.ipynb #48f0575c
+def _apply_fp8(tf, mode: str, add) -> bool:
+    "fp8 matmuls in the transformer's blocks, timed and recorded; False (and the error recorded) if they could not."
+    t0 = time.perf_counter()
+    quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
+    add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
+    return "error" not in quantized
+
 # %% ../nbs/14_bench.ipynb #7c1e0a03
 def _apply_mode(tf, mode: str, done: set, add) -> bool:
     "Make `mode`'s in-place changes not made yet (`done`) and compile afresh; False if fp8 could not be applied."
@@ -256,15 +269,18 @@ def _apply_mode(tf, mode: str, done: set, add) -> bool:
         add("fused q, k, v projections", mode=mode, layers=fuse_qkv(tf))
     if "fp8" in parts and "fp8" not in done:
         done.add("fp8")
-        t0 = time.perf_counter()
-        quantized = _attempt(lambda: {"layers": fp8_blocks(tf)})
-        add("fp8 matmuls in the blocks", mode=mode, seconds=round(time.perf_counter() - t0, 2), **quantized)
-        if "error" in quantized:
+        if not _apply_fp8(tf, mode, add):
             return False
     if mode != "eager":
         torch._dynamo.reset()  # each mode compiles afresh
         add("compile transformer blocks", mode=mode, seconds=round(compile_blocks(tf), 2))
     return True
+
+# %% ../nbs/14_bench.ipynb #c3af94e5
+def _eager_step(records: list[dict], size: int, layout: str) -> dict | None:
+    "The eager record of `layout`'s step at `size` that counted its FLOPs (compiled modes reuse the count), if any."
+    return next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
+                 and r["name"] == f"step {layout}" and r.get("gflop")), None)
 
 # %% ../nbs/14_bench.ipynb #7c1e0a04
 def _time_steps(m: dict, mode: str, sizes, layouts, batch: int, device, warmup: int, iters: int, records: list, add):
@@ -272,8 +288,7 @@ def _time_steps(m: dict, mode: str, sizes, layouts, batch: int, device, warmup: 
     K = m["spec"]["decomposer"]["num_components"]
     for size in sizes:
         for layout in dict.fromkeys([*ALWAYS_TIMED, *layouts]) if mode == "eager" else layouts:
-            eager = next((r for r in records if r.get("mode") == "eager" and r.get("size") == size
-                          and r["name"] == f"step {layout}" and r.get("gflop")), None)
+            eager = _eager_step(records, size, layout)
             step = transformer_step(m, size, layout, batch)
             t0 = time.perf_counter()
             with torch.no_grad():
@@ -282,23 +297,34 @@ def _time_steps(m: dict, mode: str, sizes, layouts, batch: int, device, warmup: 
             add(f"step {layout}", mode=mode, size=size, rows=layout_rows(layout, K, batch),
                 setup_s=round(time.perf_counter() - t0, 1), **result)
 
-# %% ../nbs/14_bench.ipynb #7c1e0a05
-def _derived_records(records: list[dict]) -> list[dict]:
-    "Add the alternating-negative schedules' mean step and every step's ratio to the original layout's eager step."
+# %% ../nbs/14_bench.ipynb #9e866db6
+def _alternating_negative(records: list[dict]) -> list[dict]:
+    "The mean step of `negative_every=2` (K + 1 and K rows alternate), and of it from half the steps on (3:1)."
+    out = []
     for r in [r for r in records if r["name"] == "step components" and "ms" in r]:  # without the negative
         shared = next((s for s in records if s["name"] == "step shared" and s.get("mode") == r["mode"]
                        and s.get("size") == r["size"] and "ms" in s), None)
-        if shared:  # negative_every=2: steps of K + 1 rows and of K rows alternate (from half the steps on: 3 to 1)
-            records.append({"name": "step shared, negative every 2nd", "mode": r["mode"], "size": r["size"],
-                            "ms": round((shared["ms"] + r["ms"]) / 2, 3)})
-            records.append({"name": "step shared, negative every 2nd after half the steps", "mode": r["mode"],
-                            "size": r["size"], "ms": round((3 * shared["ms"] + r["ms"]) / 4, 3)})
+        if shared:
+            out.append({"name": "step shared, negative every 2nd", "mode": r["mode"], "size": r["size"],
+                        "ms": round((shared["ms"] + r["ms"]) / 2, 3)})
+            out.append({"name": "step shared, negative every 2nd after half the steps", "mode": r["mode"],
+                        "size": r["size"], "ms": round((3 * shared["ms"] + r["ms"]) / 4, 3)})
+    return out
+
+# %% ../nbs/14_bench.ipynb #d6b2d1f8
+def _vs_original(records: list[dict]) -> list[dict]:
+    "Each step's time as a ratio to the original layout's eager step at its size (`vs_original_eager`)."
     base = {r["size"]: r["ms"] for r in records if r["name"] == "step original" and r.get("mode") == "eager"
             and "ms" in r}
     for r in records:
         if r["name"].startswith("step ") and r.get("size") in base and "ms" in r:
             r["vs_original_eager"] = round(r["ms"] / base[r["size"]], 3)
     return records
+
+# %% ../nbs/14_bench.ipynb #7c1e0a05
+def _derived_records(records: list[dict]) -> list[dict]:
+    "The records with the alternating-negative schedules' mean steps and every step's ratio to the original's."
+    return _vs_original(records + _alternating_negative(records))
 
 # %% ../nbs/14_bench.ipynb #3a22ebaa
 def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, train_batches=(1, 4),
@@ -337,6 +363,13 @@ def run_bench(scale: str = "sd35_medium", sizes=(512, 1024), batch: int = 1, tra
             "components": m["spec"]["decomposer"]["num_components"], "tokens": m["spec"]["decomposer"]["num_tokens"],
             "t5_tokens": m["spec"]["t5_tokens"], "torch": torch.__version__, "records": _derived_records(records)}
 
+# %% ../nbs/14_bench.ipynb #f90a131a
+def _long_line(long: dict) -> str:
+    "The long generation's line under the table: throughput and the allocated memory's growth."
+    return (f"long generation: {long['images']} prompts at {long['size']} px, {long['steps']} steps, "
+            f"negative {long['negative_branch']}, {long.get('mode', 'eager')}: {long['images_per_min']} images/min, "
+            f"allocated memory growth after the first batch {long['allocated_growth_after_first_batch']}")
+
 # %% ../nbs/14_bench.ipynb #151a7009
 def table(result: dict) -> str:
     "The records as a Markdown table."
@@ -348,12 +381,8 @@ def table(result: dict) -> str:
     head = (f"{result['device']}, {result['scale']}, {result['dtype']}, batch {result['batch']}, "
             f"K = {result['components']} x {result['tokens']} tokens, T5 {result['t5_tokens']} tokens, "
             f"torch {result['torch']}")
-    long = result.get("long_generation")
-    if long:
-        lines += ["", f"long generation: {long['images']} prompts at {long['size']} px, {long['steps']} steps, "
-                      f"negative {long['negative_branch']}, {long.get('mode', 'eager')}: "
-                      f"{long['images_per_min']} images/min, allocated memory growth after the first batch "
-                      f"{long['allocated_growth_after_first_batch']}"]
+    if result.get("long_generation"):
+        lines += ["", _long_line(result["long_generation"])]
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 # %% ../nbs/14_bench.ipynb #57d31532
