@@ -194,6 +194,8 @@ class TrainConfig:
     hub_token: str | None = _f(None, "accepted for compatibility")
     hub_model_id: str | None = _f(None, "accepted for compatibility")
 
+_T5_LENGTH = "--token_length (--max_sequence_length)"  # max_sequence_length's flags: the original's, lpd's
+
 # %% ../nbs/07_train.ipynb #b0d7ee1b
 def build_parser() -> HfArgumentParser:
     "The `lpd-train` parser: a flag per `TrainConfig` field (`--no_<flag>` for those on by default), and `--profile`."
@@ -325,7 +327,7 @@ def empty_condition(frozen: Frozen, num_tokens: int, composition: str, device) -
         return encode_long_prompt(frozen.pipe, [""], max_sequence_length=num_tokens, device=device)
     if composition == "sum":  # the CLIP part alone is in the cache; T5 at another length is not
         raise ValueError(f"--composition sum needs the empty prompt's T5 states at --num_tokens {num_tokens}; an "
-                         "--encoding_cache holds them at --token_length only: train without --encoding_cache")
+                         f"--encoding_cache holds them at {_T5_LENGTH} only: train without --encoding_cache")
     return frozen.cache.encoding([""], device)
 
 # %% ../nbs/07_train.ipynb #d920e187
@@ -587,7 +589,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--resolution must be divisible by 8, got {cfg.resolution}")
     if cfg.push_to_hub:
         raise ValueError("--push_to_hub is not supported by lpd-train: upload output_dir with huggingface-cli")
-    check_max_sequence_length(cfg.max_sequence_length, "--token_length")
+    check_max_sequence_length(cfg.max_sequence_length, _T5_LENGTH)
     for name, allowed in (("component_clip", DECOMPOSER_CLIPS), ("composition", COMPOSITIONS)):
         if getattr(cfg, name) not in (None, *allowed):
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
@@ -609,7 +611,7 @@ def _check_config(cfg: TrainConfig) -> None:
                          f"got {cfg.decomposer_kind!r}")
     if cfg.decomposer_kind == "router" and cfg.num_tokens != cfg.max_sequence_length:
         raise ValueError(f"--decomposer_kind router copies the prompt's T5 tokens in place: --num_tokens "
-                         f"{cfg.num_tokens} must equal --token_length {cfg.max_sequence_length}")
+                         f"{cfg.num_tokens} must equal {_T5_LENGTH} {cfg.max_sequence_length}")
     if cfg.route_token_weight and (cfg.decomposer_kind != "router" or cfg.route_targets == "none"):
         raise ValueError(f"--route_token_weight {cfg.route_token_weight} trains a router's choice per token: it needs "
                          "--decomposer_kind router and --route_targets sentences or objects")

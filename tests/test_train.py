@@ -213,7 +213,10 @@ BAD = {
     "filter leaves no rows": (["--source_filter", "coco"], "no training rows left after --source_filter 'coco'"),
     "bad report_to": (["--report_to", "mlflow"], "--report_to must be"),
     "bad precondition": (["--precondition_outputs", "5"], "--precondition_outputs must be 0, 1, 2 or 3"),
-    "bad token_length": (["--token_length", "600"], "--token_length must be in [1, 512], got 600"),
+    "bad token_length": (["--token_length", "600"],
+                         "--token_length (--max_sequence_length) must be in [1, 512], got 600"),
+    "bad max_sequence_length": (["--max_sequence_length", "600"],
+                                "--token_length (--max_sequence_length) must be in [1, 512], got 600"),
 }
 
 
