@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default="512,1024", help="comma-separated image sizes")
     p.add_argument("--batch", type=int, default=1, help="images per step")
     p.add_argument("--train_batches", default="1,4", help="comma-separated training batch sizes")
-    p.add_argument("--no_compile", action="store_true", help="skip the compiled transformer")
+    p.add_argument("--no_compile", dest="compile", action="store_false", help="skip the compiled transformer")
     p.add_argument("--cuda_graphs", action="store_true",
                    help="also time the compiled blocks inside CUDA graphs of the whole transformer")
     p.add_argument("--fuse_qkv", action="store_true", help="then time the modes with q, k, v fused (one matmul)")
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"lpd-bench: error: {e}", file=sys.stderr)
         return 2
-    result = run_bench(args.scale, lists["sizes"], args.batch, lists["train_batches"], not args.no_compile,
+    result = run_bench(args.scale, lists["sizes"], args.batch, lists["train_batches"], args.compile,
                        args.warmup, args.iters, args.device, args.dtype, args.cuda_graphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True),
                        train_setups=lists["train_setups"], fp8=args.fp8, layouts=lists["layouts"], fuse=args.fuse_qkv)

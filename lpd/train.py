@@ -132,8 +132,8 @@ class TrainConfig:
     resume_from_checkpoint: str | None = _f(None, "'latest' or a checkpoint directory")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
-    compile_transformer: bool = _f(False, "compile the frozen transformer's blocks (regional torch.compile, static "
-                                          "shapes): faster steps once the first has compiled them")
+    compile: bool = _f(False, "compile the frozen transformer's blocks (regional torch.compile, static shapes): "
+                              "faster steps once the first has compiled them", aliases=["--compile_transformer"])
     upcast_vae: bool = _f(False, "keep the VAE in fp32 under mixed precision")
     learning_rate: float = _f(5e-6, "peak learning rate")
     scale_lr: bool = _f(False, "multiply the learning rate by processes x accumulation x batch size")
@@ -309,7 +309,7 @@ def load_frozen(cfg: TrainConfig, accelerator: Accelerator, cache: EncodingCache
         module.to(accelerator.device, dtype)
     if cfg.gradient_checkpointing:
         pipe.transformer.enable_gradient_checkpointing()
-    if cfg.compile_transformer:
+    if cfg.compile:
         compile_blocks(pipe.transformer)
     pipe.set_progress_bar_config(disable=True)
     return Frozen(pipe, training_scheduler(pipe.scheduler), weight_dtype, cache)

@@ -426,13 +426,13 @@ def test_every_decomposer_tensor_is_trained(tmp_path, tiny_dir):
 
 
 @pytest.mark.slow
-def test_compile_transformer_compiles_the_frozen_blocks_and_keeps_loss_and_gradients(tiny_dir):
-    "--compile_transformer: the frozen transformer's blocks compiled in place; loss and decomposer gradients as eager."
+def test_compile_compiles_the_frozen_blocks_and_keeps_loss_and_gradients(tiny_dir):
+    "--compile: the frozen transformer's blocks compiled in place; loss and decomposer gradients as eager."
     cfg = parse_args(run_args(tiny_dir, "unused", 1))
     batch = fixture_heldout_batch()
     results = []
     for compiled in (False, True):
-        cfg.compile_transformer = compiled
+        cfg.compile = compiled
         frozen = load_frozen(cfg, Accelerator(cpu=True))
         blocks = frozen.pipe.transformer.transformer_blocks
         assert all((b._compiled_call_impl is not None) == compiled for b in blocks)
@@ -464,3 +464,8 @@ def test_decomposer_flags_build_what_they_name():
     assert decomposer_from_config(parse_args([]), 32).config.context_kernel == 0  # the original's: no context
     with pytest.raises(ValueError, match="context_kernel must be 0 or an odd"):
         decomposer_from_config(parse_args(["--decomposer_context_kernel", "4"]), 32)
+
+
+def test_compile_has_one_name_and_accepts_its_earlier_one():
+    "`--compile` sets TrainConfig.compile, as lpd-eval's flag; `--compile_transformer` (its earlier name) still does."
+    assert [parse_args(argv).compile for argv in ([], ["--compile"], ["--compile_transformer"])] == [False, True, True]

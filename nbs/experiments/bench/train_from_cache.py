@@ -27,7 +27,7 @@ from lpd.train import cache_encodings
 
 LIGHT = ["--use_adafactor", "--gradient_checkpointing"]  # the lightest setup (24 GiB cards)
 CACHE = "CACHE"  # stands for --encoding_cache WORK/cache
-COMPILED = ["--compile_transformer"]
+COMPILED = ["--compile"]
 RUNS = {  # name: (GPUs, lpd-train flags beyond the common ones); AdamW unless LIGHT
     "on_the_fly": (1, LIGHT),
     "cached": (1, [*LIGHT, CACHE]),
