@@ -15,12 +15,12 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .core import as_argv, default_model, provenance, running_as_script, save_json
+from .core import as_argv, default_model, provenance, resolve_device, running_as_script, save_json
 from .judge import METRICS, aggregate, judge_row
 from .pipeline import (GUIDANCE_SCALE, add_composition_args, composition_kwargs, flag_settings, load_pipeline,
                           text_composer)
 from .shapes import Scene, make_row, oracle_captions, sample_scene, t5_counter
-from .speedups import compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
+from .speedups import check_fp8_device, compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 from .text import leading_sentences, read_prompts, split_components, split_sentences
 
 # %% auto #0
@@ -258,6 +258,8 @@ def _speed_up(transformer, args) -> None:
 def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records
     "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
     settings = sampling_settings(args)
+    if args.fp8:  # refused before any weights load, as every other bad flag
+        check_fp8_device(resolve_device(args.device))
     model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)

@@ -267,7 +267,7 @@ class DecomposeInputsMixin:
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
         if isinstance(negative_prompt, list):  # one per prompt; a given encoding's rows are its prompts' images
-            prompts = (len(prompt) if isinstance(prompt, list) else
+            prompts = (len(prompt) if isinstance(prompt, list) else 1 if isinstance(prompt, str) else
                        len(sub_prompts) if sub_prompts is not None else None)
             if prompts is not None and len(negative_prompt) != prompts:
                 raise ValueError(f"{len(negative_prompt)} negative prompts for {prompts} prompts")
