@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import gzip
 import io
 import json
@@ -39,13 +40,14 @@ CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # %% ../nbs/02_tiny.ipynb #fa173e3d
 @lru_cache(maxsize=1)
 def _clip_vocab_dir() -> str:
-    "Convert the CLIP BPE merges into `vocab.json` + `merges.txt` once per process."
+    "Convert the CLIP BPE merges into `vocab.json` + `merges.txt` once per process, in a folder removed at exit."
     lines = gzip.open(asset_path("tokenizers", CLIP_BPE_FILE)).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())  # GPT-2/CLIP's byte -> printable character map
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     folder = tempfile.mkdtemp(prefix="lpd-clip-vocab-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # forked workers leave it: they end in os._exit
     Path(folder, "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
     Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return folder

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,14 @@ def test_same_seed_same_weights(tmp_path):
     a, b = save_tiny(tmp_path / "a", seed=1), save_tiny(tmp_path / "b", seed=1)
     for part in ("transformer/diffusion_pytorch_model.safetensors", "decomposer/model.safetensors"):
         assert (a / part).read_bytes() == (b / part).read_bytes()
+
+
+@pytest.mark.slow  # a fresh interpreter that imports lpd: ~3 s
+def test_the_clip_vocabulary_folder_lives_as_long_as_its_process():
+    "`lpd.tiny`'s CLIP vocabulary is written once per process, into a temporary folder removed when the process ends."
+    code = ("from pathlib import Path; from lpd.tiny import _clip_vocab_dir as d; "
+            "assert d() == d() and Path(d(), 'vocab.json').is_file(); print(d())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    folder = Path(run.stdout.strip())
+    assert folder.name.startswith("lpd-clip-vocab-") and not folder.exists()
