@@ -20,7 +20,7 @@ from .judge import METRICS, aggregate, judge_row
 from .pipeline import (GUIDANCE_SCALE, add_composition_args, composition_kwargs, flag_settings, load_pipeline,
                           text_composer)
 from .shapes import Scene, make_row, oracle_captions, sample_scene, t5_counter
-from .speedups import check_fp8_device, compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
+from .speedups import check_cuda_graphs_device, check_fp8_device, compile_blocks, cuda_graphs, fp8_blocks, fuse_qkv
 from .text import leading_sentences, read_prompts, split_components, split_sentences
 
 # %% auto #0
@@ -254,12 +254,20 @@ def _speed_up(transformer, args) -> None:
     if args.cuda_graphs:
         cuda_graphs(transformer)
 
+# %% ../nbs/06d_evaluate.ipynb #4b41b3c9
+def _check_speedup_device(args) -> None:
+    "The GPU-only speed-ups refused before any weights load, as every other bad flag: one line naming the device."
+    device = resolve_device(args.device)
+    if args.fp8:
+        check_fp8_device(device)
+    if args.cuda_graphs:
+        check_cuda_graphs_device(device)
+
 # %% ../nbs/06d_evaluate.ipynb #900c0e74
 def run(args, pipe=None, argv: list[str] | None = None) -> dict:  # argv: the command line metrics.json records
     "Generate, judge where there is a truth, write the run folder; returns metrics.json's content."
     settings = sampling_settings(args)
-    if args.fp8:  # refused before any weights load, as every other bad flag
-        check_fp8_device(resolve_device(args.device))
+    _check_speedup_device(args)
     model = args.pretrained_model_name_or_path or str(default_model())
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     out = Path(args.output_dir)

@@ -11,8 +11,8 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 # %% auto #0
-__all__ = ['compile_blocks', 'check_fp8_device', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'TransformerGraphs',
-           'cuda_graphs']
+__all__ = ['compile_blocks', 'check_fp8_device', 'fp8_blocks', 'FusedJointAttnProcessor', 'fuse_qkv', 'check_cuda_graphs_device',
+           'TransformerGraphs', 'cuda_graphs']
 
 # %% ../nbs/04b_speedups.ipynb #e67d0007
 def compile_blocks(transformer, mode: str = "default") -> float:
@@ -87,6 +87,12 @@ def fuse_qkv(transformer) -> int:
         fused += 1
     return fused
 
+# %% ../nbs/04b_speedups.ipynb #863420c1
+def check_cuda_graphs_device(device: torch.device) -> None:
+    "`ValueError` naming `device` unless it is a CUDA device (CUDA graphs replay kernels on a GPU stream)."
+    if device.type != "cuda":
+        raise ValueError(f"CUDA graphs need the transformer on a CUDA device, not {device}")
+
 # %% ../nbs/04b_speedups.ipynb #7988d881
 class TransformerGraphs:
     "A transformer's forward replayed from CUDA graphs, one captured per input signature (see `cuda_graphs`)."
@@ -95,8 +101,7 @@ class TransformerGraphs:
         if "forward" in vars(transformer):  # graphs of graphs: a capture would replay another graph
             raise ValueError(f"the transformer's forward is already replaced ({type(transformer.forward).__name__}): "
                              "call remove() first")
-        if transformer.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need the transformer on a CUDA device, not {transformer.device}")
+        check_cuda_graphs_device(transformer.device)
         self.transformer, self.warmup, self.graphs = transformer, warmup, {}
         self.pool = torch.cuda.graph_pool_handle()
         self.forward = transformer.forward
