@@ -5,6 +5,7 @@
 # %% ../nbs/04a_analysis.ipynb #1ad8c473
 from __future__ import annotations
 
+import contextlib
 import textwrap
 
 import numpy as np
@@ -14,7 +15,7 @@ import PIL.ImageFont
 import torch
 
 # %% auto #0
-__all__ = ['contact_sheet', 'word_starts', 'word_attention', 'top_words', 'analyse_decomposition']
+__all__ = ['contact_sheet', 'saved_figure', 'word_starts', 'word_attention', 'top_words', 'analyse_decomposition']
 
 # %% ../nbs/04a_analysis.ipynb #205491db
 def contact_sheet(
@@ -45,6 +46,22 @@ def contact_sheet(
     for j, line in enumerate(lines):
         draw.text((pad, pad + rows * cell_h + j * line_h), line, fill="black", font=font)
     return sheet
+
+# %% ../nbs/04a_analysis.ipynb #509d7174
+@contextlib.contextmanager
+def saved_figure(path, width: float = 8, height: float = 3, dpi: int = 90, tight: bool = True, **subplots):
+    "`(fig, ax)` to draw on (`**subplots`: `plt.subplots`'); written to `path` (`tight`: laid out tight), then closed."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(width, height), **subplots)
+    try:
+        yield fig, ax
+        if tight:
+            fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 # %% ../nbs/04a_analysis.ipynb #5751d84d
 def word_starts(prompt: str) -> tuple[list[str], np.ndarray]:

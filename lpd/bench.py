@@ -20,7 +20,9 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from diffusers.training_utils import free_memory
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-from .core import default_model, provenance, resolve_device, resolve_dtype, running_as_script, save_json
+from .core import (command_error, default_model, provenance, resolve_device, resolve_dtype, running_as_script,
+                      save_json)
+from .analysis import saved_figure
 from .decomposer import PromptDecomposer
 from .evaluate import shapes_eval_prompts
 from .pipeline import SPLIT_SETTINGS, PromptDecomposePipeline
@@ -30,7 +32,7 @@ from .text import PromptEncoding, encode_long_prompt
 from .tiny import (TINY_DECOMPOSER, TINY_T5, TINY_TRANSFORMER, clip_tokenizer, t5_tokenizer, tiny_components,
                       tiny_decomposer)
 from .train import (TrainConfig, build_optimizer, component_predictions, compose, composite_prediction,
-                       flow_matching_loss, unconditional_prediction)
+                       flow_matching_loss, prompt_prediction)
 
 # %% auto #0
 __all__ = ['SCALES', 'ALWAYS_TIMED', 'SENTENCES', 'LAYOUTS', 'TRAIN_SETUPS', 'TRUE_SIZE_TEXT', 'build_modules', 'measure',
@@ -207,13 +209,13 @@ def training_step(m: dict, size: int, batch: int, device, dtype, setup: str = "a
             if router:
                 parts, scores = dec(enc.t5_embeds, enc.t5_mask, return_scores=True)
                 pred = component_predictions(tf, parts, enc, noisy, timesteps, dtype, "empty", empty)
-                v_u = unconditional_prediction(tf, empty, noisy, timesteps, dtype)
+                v_u = prompt_prediction(tf, empty, noisy, timesteps, dtype)
                 loss = (flow_matching_loss(compose(pred, "sum", v_u), latents, noise, sigmas)["loss"]
                         + token_route_loss(scores, labels))
             elif settings.get("route_targets"):
                 pred = component_predictions(tf, dec(enc.t5_embeds, enc.t5_mask), enc, noisy, timesteps, dtype,
                                              "empty", empty)
-                v_u = unconditional_prediction(tf, empty, noisy, timesteps, dtype)
+                v_u = prompt_prediction(tf, empty, noisy, timesteps, dtype)
                 targets = summed_differences(tf, states, owners, noisy, timesteps, v_u, empty, K)
                 loss = (flow_matching_loss(compose(pred, "sum", v_u), latents, noise, sigmas)["loss"]
                         + route_loss(pred - v_u, targets, sigmas.float()))
@@ -468,18 +470,12 @@ def encoding_step(pipe, batch: int, size: int, max_sequence_length: int = 512):
 # %% ../nbs/14_bench.ipynb #6a2a18e4
 def plot_memory(long: dict, path: Path) -> Path:
     "Allocated memory against images rendered."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3))
     x = [t["images"] for t in long["trace"]]
     y = [t["allocated_gib"] if t["allocated_gib"] is not None else float("nan") for t in long["trace"]]
-    ax.plot(x, y, marker="o")
-    ax.set(xlabel="images rendered", ylabel="allocated GiB",
-           title=f"{long['images']} prompts, {long['images_per_min']} images/min")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 6, 3, dpi=100) as (fig, ax):
+        ax.plot(x, y, marker="o")
+        ax.set(xlabel="images rendered", ylabel="allocated GiB",
+               title=f"{long['images']} prompts, {long['images_per_min']} images/min")
     return path
 
 # %% ../nbs/14_bench.ipynb #7c1e0a10
@@ -561,8 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lists = _bench_lists(args)
     except ValueError as e:
-        print(f"lpd-bench: error: {e}", file=sys.stderr)
-        return 2
+        return command_error("lpd-bench", e)
     result = run_bench(args.scale, lists["sizes"], args.batch, lists["train_batches"], args.compile,
                        args.warmup, args.iters, args.device, args.dtype, args.cuda_graphs,
                        progress=lambda r: print(json.dumps(r), file=sys.stderr, flush=True),

@@ -12,18 +12,16 @@ import json
 import logging
 import os
 import platform
-import random
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'seed_everything',
-           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'error_message', 'env_info',
+__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'resolve_device',
+           'resolve_dtype', 'save_json', 'running_as_script', 'error_message', 'command_error', 'env_info',
            'provenance', 'as_argv', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
@@ -62,13 +60,6 @@ def cache_home() -> Path:
         return repo_root() / "data"
     except FileNotFoundError:
         return Path.home() / ".cache" / "lpd"
-
-# %% ../nbs/00_core.ipynb #bef1cfa1
-def seed_everything(seed: int) -> None:
-    "Seed Python, NumPy and torch (all devices)."
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #7cf9a7b0
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -121,6 +112,12 @@ def error_message(f, *args, exc: type[BaseException] = ValueError, **kwargs) -> 
         f(*args, **kwargs)
     except exc as e:
         return str(e)
+
+# %% ../nbs/00_core.ipynb #f1de5803
+def command_error(prog: str, error) -> int:
+    "Print `<prog>: error: <message>` as one line on stderr; returns 2, a command's exit status for bad input."
+    print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 2
 
 # %% ../nbs/00_core.ipynb #87077995
 _PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "datasets", "papermill", "lpd")

@@ -15,7 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .core import as_argv, default_model, provenance, resolve_device, running_as_script, save_json
+from .analysis import saved_figure
+from .core import as_argv, command_error, default_model, provenance, resolve_device, running_as_script, save_json
 from .judge import METRICS, aggregate, judge_row
 from .pipeline import (GUIDANCE_SCALE, add_composition_args, composition_kwargs, flag_settings, load_pipeline,
                           text_composer)
@@ -25,7 +26,7 @@ from .text import leading_sentences, read_prompts, split_components, split_sente
 
 # %% auto #0
 __all__ = ['BASELINES', 'COMPOSED_BASELINES', 'LENGTH_EDGES', 'shapes_eval_prompts', 'baseline_rows', 'generate', 'judge_images',
-           'write_report', 'evaluate', 'build_parser', 'sampling_settings', 'run', 'main']
+           'judge_pipeline', 'write_report', 'evaluate', 'build_parser', 'sampling_settings', 'run', 'main']
 
 # %% ../nbs/06d_evaluate.ipynb #f76f6762
 def shapes_eval_prompts(
@@ -116,6 +117,22 @@ def judge_images(rows: list[dict], out_dir: Path, seeds: list[int]) -> list[dict
                             "t5_tokens": r["t5_tokens"], **scores})
     return records
 
+# %% ../nbs/06d_evaluate.ipynb #59958791
+@torch.no_grad()
+def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250, t5_only: bool = False,
+                   **call) -> tuple[list, list]:
+    "Render each row once with `pipe` (from the noise of `seed`; `t5_only`: the empty CLIP part) and judge it."
+    images = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        gens = [torch.Generator("cpu").manual_seed(seed) for _ in batch]
+        if t5_only:  # the prompt as the only component of a composition with the empty prompt's CLIP states
+            texts = dict(sub_prompts=[[r["prompt"]] for r in batch], component_clip="empty")
+            images += text_composer(pipe)(**texts, generator=gens, **call).images
+        else:
+            images += pipe([r["prompt"] for r in batch], generator=gens, **call).images
+    return [judge_row(im, r) for im, r in zip(images, rows)], images
+
 # %% ../nbs/06d_evaluate.ipynb #bbcbf27f
 LENGTH_EDGES = [0, 150, 250, 350, 450, 10_000]  # T5-token bins of the long captions
 
@@ -135,20 +152,14 @@ def write_report(records: list[dict], out_dir: Path, label: str) -> dict:
 
 # %% ../nbs/06d_evaluate.ipynb #b85b40ef
 def _plot_bins(bins: list[dict], path: Path, label: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    x = [b["bin"] for b in bins]
-    for m in METRICS:
-        y = np.array([b[m] for b in bins])
-        lo, hi = np.array([b[m + "_ci"][0] for b in bins]), np.array([b[m + "_ci"][1] for b in bins])
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=m)
-    ax.set(xlabel="objects in the prompt", ylabel="score", ylim=(-0.05, 1.05), title=label)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with saved_figure(path, 7, 4, dpi=100) as (fig, ax):
+        x = [b["bin"] for b in bins]
+        for m in METRICS:
+            y = np.array([b[m] for b in bins])
+            lo, hi = np.array([b[m + "_ci"][0] for b in bins]), np.array([b[m + "_ci"][1] for b in bins])
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=m)
+        ax.set(xlabel="objects in the prompt", ylabel="score", ylim=(-0.05, 1.05), title=label)
+        ax.legend(fontsize=8)
 
 # %% ../nbs/06d_evaluate.ipynb #8a5082c4
 def evaluate(
@@ -297,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = run(args, argv=sys.argv[1:] if argv is None else argv)
     except (ValueError, OSError, ImportError) as e:
-        print(f"lpd-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return command_error("lpd-eval", e)
     n, seeds, judged = metrics["num_prompts"], len(metrics["seeds"]), metrics["num_judged"]
     print(f"lpd-eval: {n} prompts x {seeds} seeds, {judged} judged; images and metrics.json in {args.output_dir}",
           file=sys.stderr)

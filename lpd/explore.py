@@ -228,8 +228,8 @@ class Explorer(ExplorerActionsMixin):
         self.W, self.pipe, self.index = W, pipe, 0
         self.truth = held_out_scene(0)
         wide = W.Layout(width="98%")
-        self.prompt = W.Textarea(value=self.truth["prompt"], layout=W.Layout(width="98%", height="8em"))
-        self.prompt.add_class("lpd-prompt")
+        self.prompt = W.Textarea(value=self.truth["prompt"], layout=W.Layout(width="98%", height="8em")).add_class(
+            "lpd-prompt")
         self.new_scene = W.Button(description="new scene", tooltip="draw another held-out scene with its truth")
         self.model = W.Text(value=model or "", placeholder="empty: the embedded default", description="model",
                             layout=wide)
@@ -244,21 +244,16 @@ class Explorer(ExplorerActionsMixin):
         self.negative = W.Dropdown(options=list(NEGATIVE_BRANCHES), description="negative")
         self.every = W.IntText(value=1, description="every", tooltip="the shared unconditional pass every n-th step")
         self.toggles = W.HBox([])
-        self.run_button = W.Button(description="render", button_style="primary")
-        self.run_button.add_class("lpd-run")
+        self.run_button = W.Button(description="render", button_style="primary").add_class("lpd-run")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="renders")
-        self.status = W.HTML()
-        self.status.add_class("lpd-status")
-        self.output = W.HTML()
-        self.output.add_class("lpd-output")
+        self.status, self.output = W.HTML().add_class("lpd-status"), W.HTML().add_class("lpd-output")
         self.run_dir = W.Text(value="reports/explore", description="run folder")
         self.save_button = W.Button(description="save")
         self.result: Exploration | None = None
         self._loaded = self._names() if pipe is not None else None
-        self.new_scene.on_click(lambda _: self._guard(self.next_scene))
-        self.load_button.on_click(lambda _: self._guard(self.load))
-        self.run_button.on_click(lambda _: self._guard(self.render))
-        self.save_button.on_click(lambda _: self._guard(self.save))
+        for button, action in ((self.new_scene, self.next_scene), (self.load_button, self.load),
+                               (self.run_button, self.render), (self.save_button, self.save)):
+            button.on_click(lambda _, action=action: self._guard(action))
         self.composition.observe(lambda ch: setattr(self.guidance, "value", GUIDANCE_SCALES[ch["new"]]), "value")
         self.ui = W.VBox([
             self.prompt, W.HBox([self.new_scene]), W.HBox([self.model, self.ckpt, self.load_button]),

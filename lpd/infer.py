@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .analysis import contact_sheet
-from .core import default_model, running_as_script
+from .core import command_error, default_model, running_as_script
 from .decomposer import DECOMPOSER_FLAGS
 from diffusers import StableDiffusion3Pipeline
 
@@ -28,8 +28,7 @@ ORIGINAL_SIZE = 512  # the original's --height/--width default
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2 (argparse would print the whole usage first)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(command_error(self.prog, message))
 
 # %% ../nbs/05_infer.ipynb #973cff9a
 def build_parser() -> argparse.ArgumentParser:
@@ -149,18 +148,13 @@ def run(args: argparse.Namespace) -> list[Path]:
         composite, components = out.composite[0], [images[0] for images in out.components]
     compared = _comparisons(pipe, prompt, call, args) if args.compare else {}
     # 4. Write the files
-    files = [out_dir / args.compose_filename]
-    composite.save(files[0])
-    for label, image in compared.items():
-        files.append(out_dir / f"{label.replace(' ', '_')}.png")
-        image.save(files[-1])
-    for k, image in enumerate(components):
-        files.append(out_dir / f"component_{k}.png")
-        image.save(files[-1])
+    images = {args.compose_filename: composite, **{f"{k.replace(' ', '_')}.png": c for k, c in compared.items()},
+              **{f"component_{k}.png": image for k, image in enumerate(components)}}
     if args.contact_sheet and components:
-        files.append(out_dir / "contact_sheet.png")
-        contact_sheet(composite, components, prompt, leading=compared).save(files[-1])
-    return files
+        images["contact_sheet.png"] = contact_sheet(composite, components, prompt, leading=compared)
+    for name, image in images.items():
+        image.save(out_dir / name)
+    return [out_dir / name for name in images]
 
 # %% ../nbs/05_infer.ipynb #39f9189c
 def _comparisons(pipe, prompt: str, call: dict, args) -> dict:
@@ -185,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = run(args)
     except (ValueError, OSError) as e:  # bad input: one line, no traceback
-        print(f"lpd-infer: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return command_error("lpd-infer", e)
     for f in files:
         print(f)
     return 0

@@ -29,14 +29,9 @@ _N_OBJ = len(COLOURS)
 MAX_COLOUR_DISTANCE = 70.0  # pixels farther than this from every palette colour (edge blends) are ignored
 
 # %% ../nbs/06c_judge.ipynb #ca47e48c
-@dataclass
-class Found:
-    "An object found in an image."
-    shape: str
-    colour: str
-    size: str
-    row: int
-    col: int
+@dataclass(frozen=True)
+class Found(ShapeObject):
+    "An object found in an image: what it is, its cell, and where its pixels are."
     cx: float  # centroid, pixels
     cy: float
     area: int

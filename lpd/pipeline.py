@@ -376,10 +376,8 @@ class DecomposeEmbedsMixin:
                 prompt, negative_prompt, with_negative, num_images_per_prompt, max_sequence_length, clip_skip)
         elif with_negative and negative_prompt_encoding is None:
             raise ValueError("with guidance_scale > 1, a prompt_encoding needs a negative_prompt_encoding")
-        encodings = [prompt_encoding]
-        if with_negative:
-            encodings = [negative_prompt_encoding, prompt_encoding]
-        encodings = [e.to(self._execution_device) for e in encodings]
+        negative = [negative_prompt_encoding] if with_negative else []
+        encodings = [e.to(self._execution_device) for e in (*negative, prompt_encoding)]  # the branches, G of them
         if component_clip == "empty":  # T5-only components: the empty prompt's CLIP states and pooled vector
             clip, clip_pooled = self.clip_embeds([""])
             B = prompt_encoding.clip_embeds.shape[0]

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import PIL.Image
 
-from .core import running_as_script
-from .analysis import contact_sheet, top_words
+from .core import command_error, running_as_script
+from .analysis import contact_sheet, saved_figure, top_words
 from .judge import aggregate, key_facts, read_scene, row_truth
 from .shapes import COLS, ROWS
 
@@ -57,29 +57,19 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/12_report.ipynb #c54b9383
-def _figure(width=8, height=3):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt, *plt.subplots(figsize=(width, height))
-
 # %% ../nbs/12_report.ipynb #e32335d4
 def plot_loss(log: list[dict], path: Path) -> Path:
     "Training loss (and `diff`/`kd`) per step, with a moving average."
-    plt, fig, ax = _figure()
-    steps = [r["step"] for r in log]
-    for key in ("loss", "diff", "kd"):
-        if key in log[0]:
-            y = np.array([r[key] for r in log])
-            ax.plot(steps, y, alpha=0.3, lw=0.8)
-            w = max(1, len(y) // 20)
-            ax.plot(steps[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), label=f"{key} (mean of {w})")
-    ax.set(xlabel="step", ylabel="loss")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with saved_figure(path) as (fig, ax):
+        steps = [r["step"] for r in log]
+        for key in ("loss", "diff", "kd"):
+            if key in log[0]:
+                y = np.array([r[key] for r in log])
+                ax.plot(steps, y, alpha=0.3, lw=0.8)
+                w = max(1, len(y) // 20)
+                ax.plot(steps[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), label=f"{key} (mean of {w})")
+        ax.set(xlabel="step", ylabel="loss")
+        ax.legend(fontsize=8)
     return path
 
 # %% ../nbs/12_report.ipynb #9d10b6a6
@@ -89,36 +79,30 @@ def plot_attention(record: dict, path: Path, top: int = 6) -> Path:
     words = record["words"]
     K, W = scores.shape
     norm = scores / np.maximum(scores.max(1, keepdims=True), 1e-12)  # each component's own scale
-    plt, fig, ax = _figure(max(8, min(24, W * 0.12)), 1.0 + 0.6 * K)
-    ax.imshow(norm, aspect="auto", cmap="magma", interpolation="nearest")
-    step = max(1, W // 60)
-    ax.set_xticks(range(0, W, step), [words[i] for i in range(0, W, step)], rotation=90, fontsize=7)
-    labels = [f"k{k}: " + ", ".join(top_words(words, scores[k], top)) for k in range(K)]
-    ax.set_yticks(range(K), labels, fontsize=8)
-    ax.set_title("words each component attends to (decomposer cross-attention, summed over heads and layers)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with saved_figure(path, max(8, min(24, W * 0.12)), 1.0 + 0.6 * K) as (fig, ax):
+        ax.imshow(norm, aspect="auto", cmap="magma", interpolation="nearest")
+        step = max(1, W // 60)
+        ax.set_xticks(range(0, W, step), [words[i] for i in range(0, W, step)], rotation=90, fontsize=7)
+        labels = [f"k{k}: " + ", ".join(top_words(words, scores[k], top)) for k in range(K)]
+        ax.set_yticks(range(K), labels, fontsize=8)
+        ax.set_title("words each component attends to (decomposer cross-attention, summed over heads and layers)",
+                     fontsize=9)
     return path
 
 # %% ../nbs/12_report.ipynb #ddb89d94
 def plot_similarity(record: dict, path: Path) -> Path:
     "Cosine similarity between the components' mean sub-prompt tokens."
     sim = np.asarray(record["similarity"])
-    plt, fig, ax = _figure(3.6, 3.0)
-    im = ax.imshow(sim, vmin=-1, vmax=1, cmap="coolwarm")
-    K = len(sim)
-    ax.set_xticks(range(K), [f"k{k}" for k in range(K)])
-    ax.set_yticks(range(K), [f"k{k}" for k in range(K)])
-    for i in range(K):
-        for j in range(K):
-            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("component similarity", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with saved_figure(path, 3.6, 3.0) as (fig, ax):
+        im = ax.imshow(sim, vmin=-1, vmax=1, cmap="coolwarm")
+        K = len(sim)
+        ax.set_xticks(range(K), [f"k{k}" for k in range(K)])
+        ax.set_yticks(range(K), [f"k{k}" for k in range(K)])
+        for i in range(K):
+            for j in range(K):
+                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title("component similarity", fontsize=9)
     return path
 
 # %% ../nbs/12_report.ipynb #d2a004e1
@@ -217,30 +201,26 @@ def load_study(results_dir: str | Path, methods: list[str], phrasing: str) -> di
 def plot_methods_by_bin(study: dict[str, dict], labels: dict[str, str], path: Path, title: str = "",
                         metrics=("presence", "attributes", "location", "spatial")) -> Path:
     "One panel per metric: each method's score by object count, with its 95% bootstrap interval."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     ncol = 3 if len(study) > 8 else 2  # the legend goes under the panels, so that no curve hides behind it
     legend_rows = -(-len(study) // ncol)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4 + 0.2 * legend_rows), sharey=True)
-    colours, styles = plt.get_cmap("tab20").colors, ("-", "--", ":")  # 20 colours, then another line style
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
-        for i, (method, m) in enumerate(study.items()):
-            bins = m["by_num_objects"]
-            x = np.array([b["bin"] for b in bins], dtype=float) + (i / max(len(study) - 1, 1) - 0.5) * 0.5  # dodge
-            y = np.array([b[metric] for b in bins])
-            lo, hi = np.array([b[metric + "_ci"][0] for b in bins]), np.array([b[metric + "_ci"][1] for b in bins])
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", ms=3, capsize=2, color=colours[i % 20],
-                        linestyle=styles[i // 20 % 3], label=labels.get(method, method))
-        ax.set(title=metric, xlabel="objects in the prompt", ylim=(-0.02, 1.02))
-        ax.set_xticks(sorted({b["bin"] for m in study.values() for b in m["by_num_objects"]}))
-    np.atleast_1d(axes)[0].set_ylabel("judge score")
-    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.2 * legend_rows / (3.4 + 0.2 * legend_rows) + 0.02, 1, 1))
-    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from matplotlib import colormaps
+    colours, styles = colormaps["tab20"].colors, ("-", "--", ":")  # 20 colours, then another line style
+    with saved_figure(path, 4 * len(metrics), 3.4 + 0.2 * legend_rows, dpi=100, tight=False, ncols=len(metrics),
+                      sharey=True, squeeze=False) as (fig, axes):
+        for ax, metric in zip(axes[0], metrics):
+            for i, (method, m) in enumerate(study.items()):
+                bins = m["by_num_objects"]
+                x = np.array([b["bin"] for b in bins], dtype=float) + (i / max(len(study) - 1, 1) - 0.5) * 0.5
+                y = np.array([b[metric] for b in bins])
+                lo, hi = np.array([b[metric + "_ci"][0] for b in bins]), np.array([b[metric + "_ci"][1] for b in bins])
+                ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", ms=3, capsize=2, color=colours[i % 20],
+                            linestyle=styles[i // 20 % 3], label=labels.get(method, method))  # x: dodged
+            ax.set(title=metric, xlabel="objects in the prompt", ylim=(-0.02, 1.02))
+            ax.set_xticks(sorted({b["bin"] for m in study.values() for b in m["by_num_objects"]}))
+        axes[0, 0].set_ylabel("judge score")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0.2 * legend_rows / (3.4 + 0.2 * legend_rows) + 0.02, 1, 1))
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     return path
 
 # %% ../nbs/12_report.ipynb #7896d2b9
@@ -336,20 +316,17 @@ def carry_matrix(
 # %% ../nbs/12_report.ipynb #0ed618d9
 def plot_carry(matrix: np.ndarray, path: Path, title: str = "") -> Path:
     "The carry matrix as a heat map: grid cell down, component across, the share in each square."
-    plt, fig, ax = _figure(0.55 * matrix.shape[1] + 2, 4.2)
-    im = ax.imshow(np.nan_to_num(matrix, nan=0.0), vmin=0, vmax=1, cmap="viridis")
-    for (i, k), v in np.ndenumerate(matrix):
-        if not np.isnan(v):
-            ax.text(k, i, f"{v:.2f}".lstrip("0"), ha="center", va="center", fontsize=7,
-                    color="black" if v > 0.6 else "white")
-    names = [f"{r} {c}" for r in ROWS for c in COLS]  # in cell order
-    ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"k{k}" for k in range(matrix.shape[1])], yticks=range(9),
-           yticklabels=names, xlabel="component rendered alone", ylabel="object's cell")
-    ax.set_title(textwrap.fill(title, 48), fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, 0.55 * matrix.shape[1] + 2, 4.2, dpi=110) as (fig, ax):
+        im = ax.imshow(np.nan_to_num(matrix, nan=0.0), vmin=0, vmax=1, cmap="viridis")
+        for (i, k), v in np.ndenumerate(matrix):
+            if not np.isnan(v):
+                ax.text(k, i, f"{v:.2f}".lstrip("0"), ha="center", va="center", fontsize=7,
+                        color="black" if v > 0.6 else "white")
+        names = [f"{r} {c}" for r in ROWS for c in COLS]  # in cell order
+        ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"k{k}" for k in range(matrix.shape[1])], yticks=range(9),
+               yticklabels=names, xlabel="component rendered alone", ylabel="object's cell")
+        ax.set_title(textwrap.fill(title, 48), fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.04)
     return path
 
 # %% ../nbs/12_report.ipynb #ad56d5fe
@@ -362,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     missing = [d for d in args.run_dirs if not Path(d).is_dir()]
     if missing:
-        print(f"lpd-report: error: not a run folder: {missing[0]}", file=sys.stderr)
-        return 2
+        return command_error("lpd-report", f"not a run folder: {missing[0]}")
     for page in build_reports(args.run_dirs, args.output_dir):
         print(page)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import PIL.Image
 import PIL.ImageDraw
 
-from .core import repo_root, running_as_script
+from .core import command_error, repo_root, running_as_script
 from .data import FIXTURE_DIR
 
 # %% auto #0
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         out = write_shapes_dataset(args.out_dir, args.num_scenes, args.kind, args.split, args.seed, args.resolution,
                                    holdout, t5_counter(tokenizer), args.num_objects and tuple(args.num_objects))
     except (ValueError, OSError) as e:
-        print(f"lpd-shapes: error: {e}", file=sys.stderr)
-        return 2
+        return command_error("lpd-shapes", e)
     print(out / "captions.jsonl")
     return 0
 

@@ -26,7 +26,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from safetensors import safe_open
 
-from .core import asset_path, cache_home, logger, running_as_script
+from .core import asset_path, cache_home, command_error, logger, running_as_script
 from .decomposer import LATENTS_KEY, WEIGHTS_NAME, PromptDecomposer
 
 # %% auto #0
@@ -241,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = save_tiny(args.out_dir, seed=args.seed, overwrite=args.overwrite)
     except FileExistsError as e:
-        print(f"lpd-tiny: error: {e}", file=sys.stderr)
-        return 2
+        return command_error("lpd-tiny", e)
     print(f"tiny SD3 written to {folder} (decomposer in {folder / 'decomposer'})")
     return 0
 

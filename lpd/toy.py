@@ -27,10 +27,9 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, HfArgumentParser, T5EncoderModel
 
-from .core import provenance, resolve_device, running_as_script, save_json
-from .evaluate import shapes_eval_prompts
-from .judge import METRICS, judge, judge_row
-from .pipeline import text_composer
+from .core import command_error, provenance, resolve_device, running_as_script, save_json
+from .evaluate import judge_pipeline, shapes_eval_prompts
+from .judge import METRICS, judge
 from .shapes import make_row, partial_caption, render_scene, sample_scene, sentence_caption, world_texts
 from .text import MAX_T5_TOKENS
 from .tiny import tiny_text_encoders
@@ -40,9 +39,9 @@ from .train import noise_latents, training_scheduler
 __all__ = ['EVAL_SETS', 'CLIP_PAIRS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'COMMANDS', 'render_batch', 'render_pixels',
            'to_images', 'ToyVAEConfig', 'toy_vae', 'train_vae', 'set_latent_scale', 'roundtrip_scores',
            'decaying_position_bias', 'ToySD3Config', 'toy_transformer', 'toy_pipeline', 'tokenize', 'encode_ids',
-           'training_scenes', 'toy_training_set', 'judge_pipeline', 'mean_scores', 'train_step', 'judge_sets',
-           'ema_weights', 'slim_clip', 'slim_clips', 'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3',
-           'load_transformer_weights', 'fit_toy_sd3', 'fit_vae', 'main']
+           'training_scenes', 'toy_training_set', 'mean_scores', 'train_step', 'judge_sets', 'ema_weights', 'slim_clip',
+           'slim_clips', 'slim_toy_folder', 'compact_tokenizers', 'save_toy_sd3', 'load_transformer_weights',
+           'fit_toy_sd3', 'fit_vae', 'main']
 
 # %% ../nbs/13_toy.ipynb #1cfac92c
 def render_batch(
@@ -289,22 +288,6 @@ def toy_training_set(pipe: StableDiffusion3Pipeline, cfg: ToySD3Config, device: 
     return {"latents": torch.cat(latents), "ids": tokenize(pipe, captions), "empty": tokenize(pipe, [""]),
             "scenes": [s.to_json() for s in scenes]}
 
-# %% ../nbs/13_toy.ipynb #59958791
-@torch.no_grad()
-def judge_pipeline(pipe, rows: list[dict], seed: int = 0, batch_size: int = 250, t5_only: bool = False,
-                   **call) -> tuple[list, list]:
-    "Render each row once with `pipe` (from the noise of `seed`; `t5_only`: the empty CLIP part) and judge it."
-    images = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        gens = [torch.Generator("cpu").manual_seed(seed) for _ in batch]
-        if t5_only:  # the prompt as the only component of a composition with the empty prompt's CLIP states
-            texts = dict(sub_prompts=[[r["prompt"]] for r in batch], component_clip="empty")
-            images += text_composer(pipe)(**texts, generator=gens, **call).images
-        else:
-            images += pipe([r["prompt"] for r in batch], generator=gens, **call).images
-    return [judge_row(im, r) for im, r in zip(images, rows)], images
-
 # %% ../nbs/13_toy.ipynb #0d55887e
 def mean_scores(scores: list[dict]) -> dict:
     "Mean of each judge metric over the rows that have it."
@@ -493,12 +476,11 @@ def fit_toy_sd3(cfg: ToySD3Config, made_by: dict | None = None) -> dict:  # made
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     lr_sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=cfg.warmup_steps)
     ema, gen, step = EMAModel(model.parameters(), decay=cfg.ema_decay), torch.Generator().manual_seed(cfg.seed), 0
+    stateful = {"transformer": model, "optimizer": opt, "lr_scheduler": lr_sched, "ema": ema}  # the checkpoint's
     if (out / CHECKPOINT_NAME).exists():
         state = torch.load(out / CHECKPOINT_NAME, map_location=device, weights_only=False)
-        model.load_state_dict(state["transformer"])
-        opt.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_scheduler"])
-        ema.load_state_dict(state["ema"])
+        for name, part in stateful.items():
+            part.load_state_dict(state[name])
         gen.set_state(state["generator"].cpu())  # map_location moved it
         step = state["step"]
     ema.to(device)
@@ -526,9 +508,8 @@ def fit_toy_sd3(cfg: ToySD3Config, made_by: dict | None = None) -> dict:  # made
                 log.write(json.dumps({"step": step, "eval": scores}) + "\n")
                 log.flush()
                 tick = time.perf_counter()
-    torch.save({"transformer": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(),
-                "lr_scheduler": lr_sched.state_dict(), "generator": gen.get_state(), "step": step},
-               out / CHECKPOINT_NAME)
+    torch.save({**{name: part.state_dict() for name, part in stateful.items()}, "generator": gen.get_state(),
+                "step": step}, out / CHECKPOINT_NAME)
     with ema_weights(model, ema):
         metrics = {"step": step, "parameters": sum(p.numel() for p in model.parameters()),
                    **judge_sets(pipe, cfg, held_out), "minutes": round(minutes(), 2),
@@ -570,16 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = yaml.safe_load(Path(argv[1]).read_text()) or {}
     unknown = set(settings) - {f.name for f in fields(config_class)}
     if unknown:
-        print(f"lpd.toy: error: {argv[1]}: unknown setting(s) {sorted(unknown)}", file=sys.stderr)
-        return 2
+        return command_error("lpd.toy", f"{argv[1]}: unknown setting(s) {sorted(unknown)}")
     parser = HfArgumentParser(config_class, prog=f"python -m lpd.toy {argv[0]}")
     parser.set_defaults(**settings)  # the file under the command line
     cfg = parser.parse_args_into_dataclasses(args=argv[2:])[0]
     try:
         metrics = fit(cfg, made_by=provenance("python -m lpd.toy", argv))
     except (ValueError, OSError) as e:
-        print(f"lpd.toy: error: {e}", file=sys.stderr)
-        return 2
+        return command_error("lpd.toy", e)
     print(json.dumps(metrics))
     print(f"lpd.toy {argv[0]}: written to {cfg.output_dir}")
     return 0

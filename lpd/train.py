@@ -27,13 +27,12 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from .cache import EncodingCache, build_encoding_cache
-from .core import logger, resolve_device, running_as_script, save_json
+from .core import command_error, logger, resolve_device, running_as_script, save_json
 from .checkpoints import list_checkpoints, read_state, resolve_resume, save_checkpoint
 from .data import BatchStream, LongCaptionDataset, check_data, collate_captions, load_caption_rows
 from .decomposer import (COMPOSITIONS, DECOMPOSER_CLIPS, DECOMPOSER_FLAGS, DECOMPOSER_KINDS, PromptDecomposer,
                             decomposer_kwargs, load_decomposer)
-from .evaluate import shapes_eval_prompts
-from .judge import judge_row
+from .evaluate import judge_pipeline, shapes_eval_prompts
 from .pipeline import PromptDecomposePipeline, compose_noise_pred, load_pipeline, predict_components, sub_prompts
 from .speedups import compile_blocks
 from .routing import (ROUTE_TARGETS, component_similarity, diversity_penalty, off_diagonal, route_loss, route_texts,
@@ -44,7 +43,7 @@ from .text import PromptEncoding, check_max_sequence_length, encode_long_prompt
 __all__ = ['SEED_VALIDATION_PROMPT', 'LOSS_TERMS', 'WEIGHT_DTYPES', 'ENCODERS', 'CACHE_SETTINGS', 'TrainConfig', 'build_parser',
            'parse_args', 'flow_matching_loss', 'Frozen', 'decomposer_from_config', 'load_frozen', 'training_scheduler',
            'empty_condition', 'noise_latents', 'clean_latents', 'prompt_encoding', 'sample_noisy_latents',
-           'component_predictions', 'unconditional_prediction', 'compose', 'composite_prediction', 'training_loss',
+           'component_predictions', 'prompt_prediction', 'compose', 'composite_prediction', 'training_loss',
            'heldout_loss', 'caption_dataset', 'build_dataloader', 'validation_pipeline', 'validate', 'judge_heldout',
            'init_trackers', 'build_optimizer', 'build_lr_scheduler', 'fit', 'cache_encodings', 'cache_main', 'main']
 
@@ -391,13 +390,13 @@ def component_predictions(transformer, parts: list[torch.Tensor], enc: PromptEnc
 
 # %% ../nbs/07_train.ipynb #596b5dcc
 @torch.no_grad()
-def unconditional_prediction(transformer, empty: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
-                             dtype: torch.dtype) -> torch.Tensor:
-    "The empty prompt's velocity `v_u` (B, C, h, w): the sum rule's base and the routing targets' origin."
+def prompt_prediction(transformer, enc: PromptEncoding, noisy: torch.Tensor, timesteps: torch.Tensor,
+                      dtype: torch.dtype) -> torch.Tensor:
+    "The velocity `(B, C, h, w)` of whole prompts `[CLIP ; T5]` (one row serves all B: the empty prompt's is `v_u`)."
     B = noisy.shape[0]
-    uncond = torch.cat([empty.clip_embeds, empty.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
-    return transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=uncond,
-                       pooled_projections=empty.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
+    states = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype).expand(B, -1, -1)
+    return transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=states,
+                       pooled_projections=enc.pooled_embeds.to(dtype).expand(B, -1), return_dict=False)[0]
 
 # %% ../nbs/07_train.ipynb #7f681e42
 def compose(pred: torch.Tensor, composition: str | None, v_u: torch.Tensor | None = None) -> torch.Tensor:
@@ -413,7 +412,7 @@ def composite_prediction(transformer, decomposer, enc: PromptEncoding, noisy: to
     "The composite velocity: decompose the T5 states, K sub-prompts `[CLIP ; component]` in one batch, composed."
     parts = decomposer(enc.t5_embeds, enc.t5_mask)  # K x (B, N, D); the mask is used if the decomposer says so
     pred = component_predictions(transformer, parts, enc, noisy, timesteps, dtype, component_clip, empty)
-    v_u = unconditional_prediction(transformer, empty, noisy, timesteps, dtype) if composition == "sum" else None
+    v_u = prompt_prediction(transformer, empty, noisy, timesteps, dtype) if composition == "sum" else None
     return compose(pred, composition, v_u)
 
 # %% ../nbs/07_train.ipynb #a1c0e5d2
@@ -427,9 +426,7 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
         kd = "kd" in LOSS_TERMS[cfg.precondition_outputs]
         teacher, composed = None, kd and cfg.kd_teacher != "prompt"
         if kd and not composed:  # the frozen model's own prediction with the full prompt
-            full = torch.cat([enc.clip_embeds, enc.t5_embeds], dim=1).to(dtype)
-            teacher = pipe.transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=full,
-                                       pooled_projections=enc.pooled_embeds.to(dtype), return_dict=False)[0]
+            teacher = prompt_prediction(pipe.transformer, enc, noisy, timesteps, dtype)
     if cfg.route_token_weight:  # a router: its scores too
         parts, scores = decomposer(enc.t5_embeds, enc.t5_mask, return_scores=True)  # K x (B, N, D), (B, T, K + 1)
     else:
@@ -438,7 +435,7 @@ def training_loss(frozen: Frozen, decomposer, batch: dict, cfg: TrainConfig, cap
                                  frozen.empty)  # (K, B, C, h, w)
     v_u = None
     if cfg.composition == "sum" or (routed and cfg.route_weight) or composed:  # the sum rule's, the teachers' base
-        v_u = unconditional_prediction(pipe.transformer, frozen.empty, noisy, timesteps, dtype)
+        v_u = prompt_prediction(pipe.transformer, frozen.empty, noisy, timesteps, dtype)
     if composed:  # the composite of every sentence (or object), guidance 1: one component holding all the texts
         texts = route_texts(cfg.kd_teacher, captions, batch["truths"], 1, str(cfg.seed))
         teacher = v_u + teacher_differences(pipe, texts, noisy, timesteps, v_u, frozen.empty, cfg.route_length,
@@ -554,13 +551,9 @@ def judge_heldout(frozen: Frozen, decomposer, cfg: TrainConfig, accelerator: Acc
     "The judge's mean scores on `judge_prompts` held-out shapes-world prompts, appended to `judge_log.jsonl`."
     pipe = validation_pipeline(frozen, decomposer, accelerator)
     rows = shapes_eval_prompts(cfg.judge_prompts, seed=0, tokenizer=pipe.tokenizer_3, phrasing="train")  # 4-9 objects
-    scores = []
-    for start in range(0, len(rows), batch_size):  # lpd-eval's noise: seed 0 for every prompt
-        batch = rows[start : start + batch_size]
-        images = pipe([r["prompt"] for r in batch], generator=[torch.Generator("cpu").manual_seed(0) for _ in batch],
-                      num_inference_steps=cfg.validation_inference_steps, height=cfg.resolution,
-                      width=cfg.resolution, max_sequence_length=cfg.max_sequence_length).images
-        scores += [judge_row(image, r) for image, r in zip(images, batch)]
+    scores = judge_pipeline(pipe, rows, 0, batch_size, num_inference_steps=cfg.validation_inference_steps,
+                            height=cfg.resolution, width=cfg.resolution,  # lpd-eval's noise: seed 0 for every prompt
+                            max_sequence_length=cfg.max_sequence_length)[0]
     means = {f"judge_{k}": float(np.mean([s[k] for s in scores])) for k in scores[0]}
     accelerator.log(means, step=step)
     with (Path(cfg.output_dir) / "judge_log.jsonl").open("a") as f:
@@ -821,8 +814,7 @@ def cache_main(argv: list[str] | None = None) -> int:
     try:
         info = cache_encodings(argv[0], argv[1:])
     except (ValueError, OSError) as e:
-        print(f"lpd-cache: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return command_error("lpd-cache", e)
     print(f"lpd-cache: {info['num_captions']} captions and {info['num_images']} images encoded into {argv[0]}")
     return 0
 
@@ -833,8 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(argv)
         metrics = fit(cfg)
     except (ValueError, FileNotFoundError) as e:
-        print(f"lpd-train: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return command_error("lpd-train", e)
     except FloatingPointError as e:
         print(f"lpd-train: {e}", file=sys.stderr)
         return 1

@@ -10,11 +10,11 @@ from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 from transformers import HfArgumentParser
 
 from lpd.core import default_model, repo_root
-from lpd.evaluate import shapes_eval_prompts
+from lpd.evaluate import judge_pipeline, shapes_eval_prompts
 from lpd.pipeline import PromptDecomposePipeline, load_pipeline
 from lpd.shapes import long_caption, sample_scene
 from lpd.tiny import tiny_text_encoders
-from lpd.toy import (CHECKPOINT_NAME, CLIP_PAIRS, ToySD3Config, ToyVAEConfig, fit_toy_sd3, judge_pipeline, mean_scores,
+from lpd.toy import (CHECKPOINT_NAME, CLIP_PAIRS, ToySD3Config, ToyVAEConfig, fit_toy_sd3, mean_scores,
                      roundtrip_scores, training_scenes)
 
 VAE = repo_root() / "data" / "toy-sd3" / "vae"

@@ -18,7 +18,7 @@ from lpd.routing import route_loss, route_texts, teacher_differences
 from lpd.shapes import Scene, make_row, render_scene, sample_scene
 from lpd.text import encode_long_prompt
 from lpd.train import (component_predictions, empty_condition, load_frozen, noise_latents, parse_args,
-                       unconditional_prediction)
+                       prompt_prediction)
 
 def main(run_dir: str) -> None:
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def main(run_dir: str) -> None:
         enc = encode_long_prompt(pipe, [r["caption"] for r in rows], max_sequence_length=512)
         pred = component_predictions(pipe.transformer, dec(enc.t5_embeds, enc.t5_mask), enc, noisy, t, torch.float32,
                                      "empty", empty)
-        v_u = unconditional_prediction(pipe.transformer, empty, noisy, t, torch.float32)
+        v_u = prompt_prediction(pipe.transformer, empty, noisy, t, torch.float32)
         texts = route_texts("objects", [r["caption"] for r in rows], [r["scene"] for r in rows], K)
         targets = teacher_differences(pipe, texts, noisy, t, v_u, empty)
         diff = (pred - v_u).transpose(0, 1).float()
