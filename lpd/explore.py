@@ -228,8 +228,8 @@ class Explorer(ExplorerActionsMixin):
         self.W, self.pipe, self.index = W, pipe, 0
         self.truth = held_out_scene(0)
         wide = W.Layout(width="98%")
-        self.prompt = W.Textarea(value=self.truth["prompt"], layout=W.Layout(width="98%", height="8em")).add_class(
-            "lpd-prompt")
+        self.prompt = W.Textarea(value=self.truth["prompt"], layout=W.Layout(width="98%", height="8em"))
+        self.prompt.add_class("lpd-prompt")
         self.new_scene = W.Button(description="new scene", tooltip="draw another held-out scene with its truth")
         self.model = W.Text(value=model or "", placeholder="empty: the embedded default", description="model",
                             layout=wide)

@@ -148,8 +148,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         composite, components = out.composite[0], [images[0] for images in out.components]
     compared = _comparisons(pipe, prompt, call, args) if args.compare else {}
     # 4. Write the files
-    images = {args.compose_filename: composite, **{f"{k.replace(' ', '_')}.png": c for k, c in compared.items()},
-              **{f"component_{k}.png": image for k, image in enumerate(components)}}
+    images = {args.compose_filename: composite}  # file name -> image, in the order they are listed
+    images |= {f"{label.replace(' ', '_')}.png": image for label, image in compared.items()}
+    images |= {f"component_{k}.png": image for k, image in enumerate(components)}
     if args.contact_sheet and components:
         images["contact_sheet.png"] = contact_sheet(composite, components, prompt, leading=compared)
     for name, image in images.items():
