@@ -17,7 +17,7 @@ def _git(*args: str) -> str:
 
 def split_lines(text: str) -> tuple[int, int]:
     "`(hand-written, generated)` lines of one nbdev module."
-    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    lines = text.splitlines()
     hand = generated = 0
     in_all = False
     for i, line in enumerate(lines):

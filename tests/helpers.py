@@ -1,5 +1,6 @@
 """Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py."""
 import configparser
+import importlib.util
 
 from lpd.core import repo_root
 from lpd.tiny import tiny_decomposer
@@ -43,3 +44,11 @@ def console_scripts() -> dict[str, str]:
     ini = configparser.ConfigParser()
     ini.read(repo_root() / "settings.ini")
     return dict(entry.split("=") for entry in ini["DEFAULT"]["console_scripts"].split())
+
+
+def ci_script(name: str):
+    "`.ci/<name>.py` as a module (the scripts are not a package)."
+    spec = importlib.util.spec_from_file_location(name, repo_root() / ".ci" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import console_scripts
+from helpers import ci_script, console_scripts
 from lpd.core import repo_root
 
 ROOT = repo_root()
@@ -77,14 +77,6 @@ def test_the_stage_parser_notices_a_missing_stage(stage, tmp_path, monkeypatch):
     renamed.write_text(STUDY.read_text().replace(f"\n{stage})", f"\n{stage}_renamed)"))
     monkeypatch.setattr(sys.modules[__name__], "STUDY", renamed)
     assert stage not in study_stages() and f"{stage}_renamed" in study_stages()
-
-
-def ci_script(name: str):
-    "`.ci/<name>.py` as a module (the scripts are not a package)."
-    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_mutation_table_says_what_each_module_report_says():
