@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'resolve_device',
-           'resolve_dtype', 'save_json', 'running_as_script', 'error_message', 'command_error', 'env_info',
-           'provenance', 'as_argv', 'quiet_library_noise']
+__all__ = ['logger', 'LIBRARY_NOISE', 'repo_root', 'fixture_path', 'asset_path', 'default_model', 'cache_home', 'seed_everything',
+           'resolve_device', 'resolve_dtype', 'save_json', 'running_as_script', 'error_message', 'command_error',
+           'env_info', 'provenance', 'as_argv', 'quiet_library_noise']
 
 # %% ../nbs/00_core.ipynb #2f316296
 def repo_root() -> Path:
@@ -60,6 +60,12 @@ def cache_home() -> Path:
         return repo_root() / "data"
     except FileNotFoundError:
         return Path.home() / ".cache" / "lpd"
+
+# %% ../nbs/00_core.ipynb #bef1cfa1
+def seed_everything(seed: int) -> None:
+    "Seed Python, NumPy and torch (all devices): accelerate's `set_seed`, under lpd's name for it."
+    from accelerate.utils import set_seed
+    set_seed(seed)
 
 # %% ../nbs/00_core.ipynb #7cf9a7b0
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
